@@ -1,0 +1,779 @@
+//! The Python kernel environment: one virtualenv with ipykernel and the scientific stack, created once, reused.
+//!
+//! Layout of a finished environment at `root` (e.g. `~/.local/share/code-interpreter/kernel-env`):
+//! - `bin/python`: the venv's interpreter (a symlink into `base_prefix`, which the sandbox must bind-mount
+//!   read-only at the same path). Start kernels with `<venv>/bin/python -m ipykernel_launcher -f <conn>`;
+//!   console scripts in `bin/` are rewritten to find `python` next to themselves, so they work at any mount point.
+//! - `share/code-interpreter/matplotlibrc`: CJK default font, inline backend (`MATPLOTLIBRC` points at it).
+//! - `share/code-interpreter/mpl-cache/fontlist-*.json`: matplotlib's font list, prebuilt and relocatable; copy it
+//!   into a kernel's fresh `MPLCONFIGDIR` to skip the ~0.15 s font scan on its first `import matplotlib`.
+//! - `kernel-env.json`: metadata and the hash of the embedded inputs, written last ([`existing`] reads it).
+//!
+//! The environment is built in `<root>.partial` and renamed into place, under an exclusive lock on `<root>.lock`.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+/// Exact package pins, transitive dependencies included.
+const REQUIREMENTS: &str = include_str!("../../../python/requirements.txt");
+/// matplotlib settings applied in every kernel.
+const MATPLOTLIBRC: &str = include_str!("../../../python/matplotlibrc");
+/// Post-install step run with the venv's python: CJK font, font cache, relocatable scripts, smoke test.
+const SETUP_SCRIPT: &str = include_str!("../../../python/setup_env.py");
+/// Bump when the build steps change in a way the embedded files above do not show.
+const LAYOUT_VERSION: u32 = 2;
+/// The pinned wheels (numpy 2.4, pandas 3, scipy 1.17) need this Python or newer.
+const MIN_PYTHON: (u32, u32) = (3, 11);
+/// Metadata file inside the environment, written last.
+const META_FILE: &str = "kernel-env.json";
+/// Where the embedded files go inside the environment.
+const SHARE_DIR: &str = "share/code-interpreter";
+/// How many lines of a failed command's output an error carries.
+const TAIL_LINES: usize = 25;
+
+/// The default location: `$XDG_DATA_HOME/code-interpreter/kernel-env`, else
+/// `$HOME/.local/share/code-interpreter/kernel-env`; `None` when neither variable is usable.
+pub fn default_root() -> Option<PathBuf> {
+    let absolute_var = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let base = absolute_var("XDG_DATA_HOME")
+        .or_else(|| absolute_var("HOME").map(|home| home.join(".local/share")))?;
+    Some(base.join("code-interpreter").join("kernel-env"))
+}
+
+/// A complete kernel environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelEnv {
+    /// The virtualenv's directory.
+    pub root: PathBuf,
+    /// `root/bin/python`, the interpreter to start kernels with.
+    pub python: PathBuf,
+    /// `sys.base_prefix` of the interpreter the venv was made from: `bin/python` links into it, so the sandbox
+    /// must bind-mount it read-only at the same path.
+    pub base_prefix: PathBuf,
+    /// The matplotlibrc every kernel uses (inside `root`; set `MATPLOTLIBRC` to it, as seen from the kernel).
+    pub matplotlibrc: PathBuf,
+    /// Directory with matplotlib's prebuilt font list (`fontlist-*.json`, relocatable): copying its files into a
+    /// kernel's empty `MPLCONFIGDIR` before start saves the font scan on the first `import matplotlib`.
+    pub font_cache_dir: PathBuf,
+    /// Version of the base interpreter, e.g. `3.11.7`.
+    pub python_version: String,
+}
+
+impl KernelEnv {
+    /// `path` (inside [`KernelEnv::root`]) as seen when the venv is mounted at `mount`, e.g.
+    /// `env.path_at(&env.matplotlibrc, Path::new("/opt/kernel-env"))`. Paths outside `root` are returned as-is.
+    pub fn path_at(&self, path: &Path, mount: &Path) -> PathBuf {
+        match path.strip_prefix(&self.root) {
+            Ok(rel) => mount.join(rel),
+            Err(_) => path.to_path_buf(),
+        }
+    }
+
+    /// Environment variables a kernel process needs from this environment when the venv is mounted at `mount`
+    /// (the sandbox adds its own: `HOME`, `TMPDIR`, `MPLCONFIGDIR`, ...).
+    pub fn kernel_vars(&self, mount: &Path) -> Vec<(&'static str, PathBuf)> {
+        vec![("MATPLOTLIBRC", self.path_at(&self.matplotlibrc, mount))]
+    }
+}
+
+/// Why the kernel environment could not be created. Every message says what is wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    /// The interpreter could not be found.
+    #[error(
+        "{} not found: install Python {}.{}+ (e.g. apt-get install python3 python3-venv) or pass --python PATH",
+        python.display(), MIN_PYTHON.0, MIN_PYTHON.1
+    )]
+    PythonMissing {
+        /// The interpreter asked for.
+        python: PathBuf,
+    },
+    /// The interpreter ran but did not answer like a Python 3.
+    #[error(
+        "{} does not work as a Python interpreter ({detail}): pass a working Python {}.{}+ with --python PATH",
+        python.display(), MIN_PYTHON.0, MIN_PYTHON.1
+    )]
+    PythonBroken {
+        /// The interpreter asked for.
+        python: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The interpreter is older than the pinned packages need.
+    #[error(
+        "{} is Python {version}, but the kernel packages need Python {}.{} or newer: install one and pass it with --python PATH",
+        python.display(), MIN_PYTHON.0, MIN_PYTHON.1
+    )]
+    PythonTooOld {
+        /// The interpreter asked for.
+        python: PathBuf,
+        /// Its version.
+        version: String,
+    },
+    /// `venv` or `ensurepip` cannot be used with this interpreter.
+    #[error(
+        "the {module} module is missing or disabled in {}: install it (Debian/Ubuntu: apt-get install python3-venv, \
+         or python3.X-venv for your version) or pass another Python with --python PATH",
+        python.display()
+    )]
+    VenvUnavailable {
+        /// The interpreter asked for.
+        python: PathBuf,
+        /// `venv` or `ensurepip`.
+        module: &'static str,
+    },
+    /// `python -m venv` failed.
+    #[error(
+        "creating the virtualenv {} failed ({status}):\n{output}\ncheck free space and permissions there \
+         (Debian/Ubuntu: apt-get install python3-venv), or pass another Python with --python PATH",
+        path.display()
+    )]
+    VenvFailed {
+        /// The directory being created.
+        path: PathBuf,
+        /// How `python -m venv` ended.
+        status: ExitStatus,
+        /// The end of its output.
+        output: String,
+    },
+    /// `pip install` failed.
+    #[error(
+        "installing the kernel packages with pip failed ({status}); its last lines:\n{tail}\ncheck that PyPI (or the \
+         index set in your pip config / PIP_INDEX_URL) is reachable and that wheels exist for this Python and \
+         platform, then start again: the install is retried from scratch"
+    )]
+    PipFailed {
+        /// How pip ended.
+        status: ExitStatus,
+        /// The end of pip's output.
+        tail: String,
+    },
+    /// The post-install setup (font, matplotlib check, smoke imports) failed.
+    #[error(
+        "finishing the kernel environment failed ({status}):\n{output}\nthis is a bug or a broken package set; \
+         report it with this output (start again to retry from scratch)"
+    )]
+    SetupFailed {
+        /// How the setup script ended.
+        status: ExitStatus,
+        /// The end of its output.
+        output: String,
+    },
+    /// A file operation failed.
+    #[error(
+        "{}: {source}: check permissions and free space there, or choose another location for the kernel \
+         environment",
+        path.display()
+    )]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Shorthand for `map_err` into [`EnvError::Io`].
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EnvError + '_ {
+    move |source| EnvError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Contents of `kernel-env.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct EnvMeta {
+    /// [`inputs_hash`] of the binary that built the environment.
+    inputs_sha256: String,
+    /// `sys.base_prefix` of the interpreter the venv was made from.
+    base_prefix: PathBuf,
+    /// Its version, e.g. `3.11.7`.
+    python_version: String,
+    /// The real executable the venv was made from.
+    base_executable: PathBuf,
+    /// When it was finished (seconds since the epoch).
+    created_unix: u64,
+    /// How long building it took.
+    build_seconds: f64,
+}
+
+/// SHA-256 over everything embedded that shapes the environment: a change to any of it means a rebuild.
+fn inputs_hash() -> String {
+    let mut h = Sha256::new();
+    h.update(format!("layout {LAYOUT_VERSION}\n"));
+    for (name, text) in [
+        ("requirements.txt", REQUIREMENTS),
+        ("matplotlibrc", MATPLOTLIBRC),
+        ("setup_env.py", SETUP_SCRIPT),
+    ] {
+        h.update(format!("{name} {}\n", text.len()));
+        h.update(text);
+    }
+    h.finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+}
+
+/// A sync check without creating anything: `Some(env)` if `root` holds a complete environment for the current
+/// requirements (marker present with the current hash, interpreter and base prefix still there).
+pub fn existing(root: &Path) -> Option<KernelEnv> {
+    let meta: EnvMeta = serde_json::from_slice(&std::fs::read(root.join(META_FILE)).ok()?).ok()?;
+    if meta.inputs_sha256 != inputs_hash() {
+        return None;
+    }
+    let python = root.join("bin").join("python");
+    // `is_file` follows the symlink into base_prefix: a removed base interpreter means a broken venv.
+    if !python.is_file() || !meta.base_prefix.is_dir() {
+        return None;
+    }
+    let share = root.join(SHARE_DIR);
+    Some(KernelEnv {
+        root: root.to_path_buf(),
+        python,
+        base_prefix: meta.base_prefix,
+        matplotlibrc: share.join("matplotlibrc"),
+        font_cache_dir: share.join("mpl-cache"),
+        python_version: meta.python_version,
+    })
+}
+
+/// Returns the environment at `root`, creating it first if it is missing or was made from another requirements
+/// file (hash stored in a marker written last, so a half-finished install is redone). Serialised by an exclusive
+/// file lock next to `root` so concurrent callers (e.g. parallel test processes) don't race: the second waits and
+/// then reuses. Progress: step lines like "[1/4] creating virtualenv at ..." then pip's own output streamed to the
+/// terminal (stderr), then "kernel environment ready in 63 s".
+///
+/// `python` is the interpreter to build from (`python3` looks it up on `PATH`). An existing environment is reused
+/// whichever interpreter it was built from, as long as that interpreter is still installed.
+pub async fn ensure(root: &Path, python: &Path) -> Result<KernelEnv, EnvError> {
+    let root = std::path::absolute(root).map_err(io_err(root))?;
+    if let Some(env) = existing(&root) {
+        return Ok(env);
+    }
+    if let Some(parent) = root.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(io_err(parent))?;
+    }
+    let _lock = lock_exclusive(sibling(&root, "lock")).await?;
+    // Whoever held the lock before us may have just built it.
+    if let Some(env) = existing(&root) {
+        return Ok(env);
+    }
+    build(&root, python).await
+}
+
+/// `<root>.<suffix>` next to `root`.
+fn sibling(root: &Path, suffix: &str) -> PathBuf {
+    let mut name = root.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    root.with_file_name(name)
+}
+
+/// Takes an exclusive `flock` on `path` (created if missing), waiting for the holder if there is one.
+/// Released when the returned value is dropped or the process dies.
+async fn lock_exclusive(path: PathBuf) -> Result<Flock<File>, EnvError> {
+    tokio::task::spawn_blocking(move || {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((file, Errno::EWOULDBLOCK)) => {
+                eprintln!(
+                    "waiting for another process that is creating the kernel environment (lock {})",
+                    path.display()
+                );
+                file
+            }
+            Err((_, errno)) => return Err(io_err(&path)(errno.into())),
+        };
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusive) {
+                Ok(lock) => return Ok(lock),
+                Err((f, Errno::EINTR)) => file = f,
+                Err((_, errno)) => return Err(io_err(&path)(errno.into())),
+            }
+        }
+    })
+    .await
+    .expect("the lock task does not panic")
+}
+
+/// Removes `path` (file or directory tree) if it exists.
+async fn remove_any(path: &Path) -> Result<(), EnvError> {
+    match tokio::fs::symlink_metadata(path).await {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path)(e)),
+        Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(path).await.map_err(io_err(path)),
+        Ok(_) => tokio::fs::remove_file(path).await.map_err(io_err(path)),
+    }
+}
+
+/// Builds the environment in `<root>.partial` and renames it to `root`. The caller holds the lock.
+async fn build(root: &Path, python: &Path) -> Result<KernelEnv, EnvError> {
+    let started = Instant::now();
+    let partial = sibling(root, "partial");
+    eprintln!(
+        "creating the Python kernel environment at {} (one time: ~700 MB, a few minutes, needs PyPI)",
+        root.display()
+    );
+
+    eprintln!("[1/4] checking {}", python.display());
+    let probe = probe_python(python).await?;
+    eprintln!(
+        "      Python {} at {}",
+        probe.version_string(),
+        probe.base_prefix.display()
+    );
+
+    eprintln!("[2/4] creating virtualenv at {}", partial.display());
+    remove_any(&partial).await?; // left over from an interrupted build
+    let out = quiet_command(python)
+        .arg("-m")
+        .arg("venv")
+        .arg("--prompt")
+        .arg(root.file_name().unwrap_or(root.as_os_str()))
+        .arg(&partial)
+        .output()
+        .await
+        .map_err(|e| spawn_err(python, e))?;
+    if !out.status.success() {
+        return Err(EnvError::VenvFailed {
+            path: partial,
+            status: out.status,
+            output: tail_of_output(&out),
+        });
+    }
+    let share = partial.join(SHARE_DIR);
+    tokio::fs::create_dir_all(&share)
+        .await
+        .map_err(io_err(&share))?;
+    for (name, text) in [
+        ("requirements.txt", REQUIREMENTS),
+        ("matplotlibrc", MATPLOTLIBRC),
+        ("setup_env.py", SETUP_SCRIPT),
+    ] {
+        let path = share.join(name);
+        tokio::fs::write(&path, text).await.map_err(io_err(&path))?;
+    }
+    let venv_python = partial.join("bin").join("python");
+
+    let count = REQUIREMENTS.lines().filter(|l| l.contains("==")).count();
+    eprintln!("[3/4] installing {count} packages with pip (wheels only)");
+    let pip_started = Instant::now();
+    pip_install(&venv_python, &share.join("requirements.txt")).await?;
+    eprintln!("      installed in {} s", pip_started.elapsed().as_secs());
+
+    eprintln!("[4/4] setting up matplotlib (CJK font, font cache) and checking imports");
+    let out = quiet_command(&venv_python)
+        .arg(share.join("setup_env.py"))
+        .arg(root)
+        .output()
+        .await
+        .map_err(|e| spawn_err(&venv_python, e))?;
+    if !out.status.success() {
+        return Err(EnvError::SetupFailed {
+            status: out.status,
+            output: tail_of_output(&out),
+        });
+    }
+    eprintln!("      {}", String::from_utf8_lossy(&out.stdout).trim());
+
+    // The marker goes in last: without it (or with another hash) the directory is never used.
+    let meta = EnvMeta {
+        inputs_sha256: inputs_hash(),
+        base_prefix: probe.base_prefix.clone(),
+        python_version: probe.version_string(),
+        base_executable: probe.executable.clone(),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+        build_seconds: started.elapsed().as_secs_f64(),
+    };
+    write_meta(&partial, &meta)?;
+
+    // Swap into place: an old environment (other requirements) is moved aside first, then deleted.
+    let old = sibling(root, "old");
+    remove_any(&old).await?;
+    if tokio::fs::symlink_metadata(root).await.is_ok() {
+        tokio::fs::rename(root, &old).await.map_err(io_err(root))?;
+    }
+    tokio::fs::rename(&partial, root)
+        .await
+        .map_err(io_err(root))?;
+    remove_any(&old).await?;
+
+    eprintln!(
+        "kernel environment ready in {} s",
+        started.elapsed().as_secs()
+    );
+    existing(root).ok_or_else(|| EnvError::Io {
+        path: root.join(META_FILE),
+        source: std::io::Error::other("the environment just built does not check out as complete"),
+    })
+}
+
+/// Writes `kernel-env.json` into `dir` (via a temporary file and a rename).
+fn write_meta(dir: &Path, meta: &EnvMeta) -> Result<(), EnvError> {
+    let path = dir.join(META_FILE);
+    let tmp = dir.join(format!("{META_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(meta).expect("metadata serialises");
+    std::fs::write(&tmp, json).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))
+}
+
+/// What the base interpreter says about itself.
+#[derive(Debug, Deserialize)]
+struct Probe {
+    version: (u32, u32, u32),
+    base_prefix: PathBuf,
+    executable: PathBuf,
+    venv: bool,
+    ensurepip: bool,
+}
+
+impl Probe {
+    fn version_string(&self) -> String {
+        let (a, b, c) = self.version;
+        format!("{a}.{b}.{c}")
+    }
+}
+
+/// Asks the interpreter for its version and base prefix, and whether it can make a venv with pip.
+const PROBE_SCRIPT: &str = r#"
+import json, sys
+def usable(name, check):
+    try:
+        return bool(check(__import__(name)))
+    except Exception:
+        return False
+print(json.dumps({
+    "version": list(sys.version_info[:3]),
+    "base_prefix": sys.base_prefix,
+    "executable": getattr(sys, "_base_executable", sys.executable),
+    "venv": usable("venv", lambda m: m.EnvBuilder),
+    # Debian ships ensurepip without its wheels unless python3-venv is installed: ask for the bundled version.
+    "ensurepip": usable("ensurepip", lambda m: m.version()),
+}))
+"#;
+
+/// Runs the probe and checks the answer.
+async fn probe_python(python: &Path) -> Result<Probe, EnvError> {
+    let broken = |detail: String| EnvError::PythonBroken {
+        python: python.to_path_buf(),
+        detail,
+    };
+    let run = quiet_command(python).arg("-c").arg(PROBE_SCRIPT).output();
+    let out = match tokio::time::timeout(Duration::from_secs(60), run).await {
+        Err(_) => return Err(broken("no answer within 60 s".into())),
+        Ok(r) => r.map_err(|e| spawn_err(python, e))?,
+    };
+    if !out.status.success() {
+        return Err(broken(format!("{}: {}", out.status, tail_of_output(&out))));
+    }
+    let probe: Probe = serde_json::from_slice(&out.stdout).map_err(|e| {
+        broken(format!(
+            "unexpected answer ({e}): {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        ))
+    })?;
+    let (major, minor, _) = probe.version;
+    if (major, minor) < MIN_PYTHON {
+        return Err(EnvError::PythonTooOld {
+            python: python.to_path_buf(),
+            version: probe.version_string(),
+        });
+    }
+    for (ok, module) in [(probe.venv, "venv"), (probe.ensurepip, "ensurepip")] {
+        if !ok {
+            return Err(EnvError::VenvUnavailable {
+                python: python.to_path_buf(),
+                module,
+            });
+        }
+    }
+    Ok(probe)
+}
+
+/// A command for a Python child: no inherited `PYTHONPATH`/`PYTHONHOME` that could mix in other packages,
+/// no stdin, killed if the future driving it is dropped.
+fn quiet_command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONSTARTUP")
+        .env_remove("MPLCONFIGDIR")
+        .env_remove("MATPLOTLIBRC")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Maps a failure to start `program` to [`EnvError::PythonMissing`] when it does not exist.
+fn spawn_err(program: &Path, e: std::io::Error) -> EnvError {
+    match e.kind() {
+        ErrorKind::NotFound => EnvError::PythonMissing {
+            python: program.to_path_buf(),
+        },
+        ErrorKind::PermissionDenied => EnvError::PythonBroken {
+            python: program.to_path_buf(),
+            detail: "not executable".into(),
+        },
+        _ => io_err(program)(e),
+    }
+}
+
+/// The last [`TAIL_LINES`] lines of a finished command's stdout and stderr.
+fn tail_of_output(out: &std::process::Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// `pip install -r requirements`, its output streamed to stderr as it comes and its tail kept for the error.
+async fn pip_install(venv_python: &Path, requirements: &Path) -> Result<(), EnvError> {
+    let mut child = quiet_command(venv_python)
+        .args(["-m", "pip", "install"])
+        .args(["--disable-pip-version-check", "--no-input"])
+        .args(["--only-binary=:all:", "--progress-bar=off"])
+        .arg("-r")
+        .arg(requirements)
+        .env("PYTHONUNBUFFERED", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_err(venv_python, e))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    fn forward(
+        stream: impl AsyncRead + Unpin + Send + 'static,
+        tx: tokio::sync::mpsc::UnboundedSender<String>,
+    ) {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    forward(child.stdout.take().expect("piped"), tx.clone());
+    forward(child.stderr.take().expect("piped"), tx);
+    let mut tail = VecDeque::with_capacity(TAIL_LINES);
+    while let Some(line) = rx.recv().await {
+        eprintln!("      {line}");
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    let status = child.wait().await.map_err(io_err(venv_python))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(EnvError::PipFailed {
+            status,
+            tail: Vec::from(tail).join("\n"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory that looks like a finished environment to [`existing`], with `meta` as its marker.
+    fn fake_env(dir: &Path, meta: &EnvMeta) -> PathBuf {
+        let root = dir.join("kernel-env");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/python"), "").unwrap();
+        write_meta(&root, meta).unwrap();
+        root
+    }
+
+    fn meta_for(base_prefix: &Path) -> EnvMeta {
+        EnvMeta {
+            inputs_sha256: inputs_hash(),
+            base_prefix: base_prefix.to_path_buf(),
+            python_version: "3.11.7".into(),
+            base_executable: base_prefix.join("bin/python3"),
+            created_unix: 1,
+            build_seconds: 2.0,
+        }
+    }
+
+    #[test]
+    fn hash_covers_every_embedded_input() {
+        let h = inputs_hash();
+        assert_eq!(h.len(), 64);
+        assert_eq!(h, inputs_hash(), "stable");
+        assert!(REQUIREMENTS.contains("ipykernel==7."));
+        assert!(REQUIREMENTS.contains("noto-cjk-sans-otc==0.0.1"));
+        assert!(MATPLOTLIBRC.contains("module://matplotlib_inline.backend_inline"));
+        // Every requirement line is an exact pin.
+        for line in REQUIREMENTS.lines() {
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                assert!(line.contains("=="), "not pinned: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn existing_accepts_only_a_complete_env_with_the_current_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        std::fs::create_dir(&base).unwrap();
+        let root = fake_env(dir.path(), &meta_for(&base));
+
+        let env = existing(&root).expect("complete env is found");
+        assert_eq!(env.root, root);
+        assert_eq!(env.python, root.join("bin/python"));
+        assert_eq!(env.base_prefix, base);
+        assert_eq!(env.python_version, "3.11.7");
+        assert_eq!(
+            env.matplotlibrc,
+            root.join("share/code-interpreter/matplotlibrc")
+        );
+        assert_eq!(
+            env.kernel_vars(Path::new("/opt/kernel-env")),
+            vec![(
+                "MATPLOTLIBRC",
+                PathBuf::from("/opt/kernel-env/share/code-interpreter/matplotlibrc")
+            )]
+        );
+
+        // Made from other requirements: rebuilt.
+        let mut other = meta_for(&base);
+        other.inputs_sha256 = "0".repeat(64);
+        write_meta(&root, &other).unwrap();
+        assert!(existing(&root).is_none());
+
+        // Marker missing (a half-finished install) or unreadable.
+        std::fs::remove_file(root.join(META_FILE)).unwrap();
+        assert!(existing(&root).is_none());
+        std::fs::write(root.join(META_FILE), "{not json").unwrap();
+        assert!(existing(&root).is_none());
+
+        // Base interpreter gone, or the venv's python gone.
+        write_meta(&root, &meta_for(&dir.path().join("gone"))).unwrap();
+        assert!(existing(&root).is_none());
+        write_meta(&root, &meta_for(&base)).unwrap();
+        assert!(existing(&root).is_some());
+        std::fs::remove_file(root.join("bin/python")).unwrap();
+        assert!(existing(&root).is_none());
+        assert!(existing(&dir.path().join("nothing-here")).is_none());
+    }
+
+    #[test]
+    fn sibling_paths_and_default_root() {
+        let root = Path::new("/data/code-interpreter/kernel-env");
+        assert_eq!(
+            sibling(root, "partial"),
+            Path::new("/data/code-interpreter/kernel-env.partial")
+        );
+        assert_eq!(
+            sibling(root, "lock"),
+            Path::new("/data/code-interpreter/kernel-env.lock")
+        );
+        if let Some(r) = default_root() {
+            assert!(r.is_absolute());
+            assert!(r.ends_with("code-interpreter/kernel-env"));
+        }
+    }
+
+    #[tokio::test]
+    async fn ensure_reuses_a_complete_env_without_running_python() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fake_env(dir.path(), &meta_for(dir.path()));
+        let env = ensure(&root, Path::new("/nonexistent/python3"))
+            .await
+            .unwrap();
+        assert_eq!(env.root, root);
+    }
+
+    #[tokio::test]
+    async fn ensure_reports_a_missing_python_helpfully() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("env");
+        let python = dir.path().join("no-such-python3");
+        let err = ensure(&root, &python).await.unwrap_err();
+        assert!(
+            matches!(&err, EnvError::PythonMissing { python: p } if *p == python),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("no-such-python3 not found"), "{msg}");
+        assert!(msg.contains("--python PATH"), "{msg}");
+        assert!(!root.exists(), "nothing is left behind");
+        assert!(!sibling(&root, "partial").exists());
+    }
+
+    #[tokio::test]
+    async fn ensure_reports_a_program_that_is_not_python() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("python3");
+        std::fs::write(&fake, "#!/bin/sh\necho 'I am not python' >&2\nexit 3\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let err = ensure(&dir.path().join("env"), &fake).await.unwrap_err();
+        assert!(matches!(err, EnvError::PythonBroken { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("I am not python"), "{msg}");
+        assert!(msg.contains("--python PATH"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn probe_accepts_the_python_on_path() {
+        // The machine's python3 (CI has one): version, base prefix, venv and ensurepip, without creating anything.
+        match probe_python(Path::new("python3")).await {
+            Ok(p) => {
+                assert!(p.version >= (3, 11, 0));
+                assert!(p.base_prefix.is_dir());
+                assert!(p.venv && p.ensurepip);
+            }
+            Err(e @ EnvError::PythonMissing { .. }) => eprintln!("skipped: {e}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lock_makes_a_second_caller_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("env.lock");
+        let first = lock_exclusive(path.clone()).await.unwrap();
+        let second = tokio::spawn(lock_exclusive(path));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!second.is_finished(), "second caller must wait");
+        drop(first);
+        let got = tokio::time::timeout(Duration::from_secs(5), second).await;
+        assert!(got.expect("acquired after release").unwrap().is_ok());
+    }
+}

@@ -1,0 +1,78 @@
+//! Code Interpreter: stateful, sandboxed Python sessions over HTTP.
+//!
+//! # Layout
+//! - `config`: the one `Config` and its layered loader (defaults, TOML, env, flags).
+//! - `token`: the API token (env, file, or generated).
+//! - `kernel_env`: the Python virtualenv the kernels run from, created on first start.
+//! - `api`: the HTTP routes (axum); knows HTTP, nothing of kernels.
+//! - `pool`: sessions, warm kernels, limits, refill and reaping; knows kernels, nothing of HTTP.
+//! - `launcher`: how a kernel is started: the `Launcher` trait and the sandboxed implementation.
+//! - `telemetry`: logging.
+
+pub mod api;
+pub mod config;
+pub mod kernel_env;
+pub mod launcher;
+pub mod pool;
+pub mod telemetry;
+pub mod token;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::kernel_env::KernelEnv;
+use crate::launcher::sandboxed::SandboxLauncher;
+use crate::launcher::LaunchError;
+use crate::pool::{Deadlines, Pool, PoolConfig};
+
+/// The service could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The launcher could not be prepared or could not clean up an earlier run.
+    #[error("cannot prepare the sandboxes")]
+    Launcher(#[from] LaunchError),
+    /// Serving HTTP failed.
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then destroys every sandbox.
+pub async fn run(
+    config: Config,
+    env: KernelEnv,
+    token: String,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let launcher = SandboxLauncher::new(&config, env)?;
+    let pool = Pool::start(pool_config(&config), Arc::new(launcher))?;
+    let state = api::AppState {
+        pool: pool.clone(),
+        token: token.into(),
+        memory_limit_mib: config.memory_limit_mib,
+    };
+    let app = api::router(state);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("stopped accepting requests; destroying sandboxes");
+    pool.shutdown().await;
+    served.map_err(RunError::Serve)
+}
+
+fn pool_config(config: &Config) -> PoolConfig {
+    PoolConfig {
+        warm: config.warm_sandboxes,
+        max: config.max_sandboxes,
+        deadlines: Deadlines {
+            timeout: config.execution_timeout(),
+            grace: Duration::from_secs_f64(config.interrupt_grace_secs),
+        },
+        idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+        reap_interval: Duration::from_secs(config.reap_interval_secs),
+    }
+}

@@ -1,0 +1,138 @@
+//! One execution on a kernel under the timeout policy: interrupt at the deadline, replace after the grace, and
+//! notice a kernel that dies on the way.
+
+use std::time::{Duration, Instant};
+
+use kernel::{ErrorInfo, ExecuteStatus, Output};
+
+use crate::launcher::{Exit, Kernel};
+
+/// How an execution ended.
+#[derive(Debug)]
+pub enum End {
+    /// It finished without raising.
+    Ok,
+    /// The code raised.
+    Error(ErrorInfo),
+    /// It ran past the timeout and was interrupted; the kernel and its state survive.
+    Timeout,
+    /// It ran past the timeout and ignored the interrupt; the kernel was replaced.
+    TimeoutRestarted,
+    /// The kernel died (exit, signal, memory limit, process limit).
+    Died(Exit),
+    /// The kernel stopped answering (protocol failure); it was replaced.
+    Unresponsive(kernel::Error),
+}
+
+impl End {
+    /// Whether the session's variables are gone (its kernel must be replaced).
+    pub fn state_lost(&self) -> bool {
+        matches!(
+            self,
+            End::TimeoutRestarted | End::Died(_) | End::Unresponsive(_)
+        )
+    }
+
+    /// The name of this end in answers and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            End::Ok => "ok",
+            End::Error(_) => "error",
+            End::Timeout => "timeout",
+            End::TimeoutRestarted => "timeout_restarted",
+            End::Died(Exit::OutOfMemory) => "out_of_memory",
+            End::Died(Exit::PidsLimit) => "pids_limit",
+            End::Died(_) => "kernel_died",
+            End::Unresponsive(_) => "unresponsive",
+        }
+    }
+}
+
+/// The result of one execution, whatever its end.
+#[derive(Debug)]
+pub struct Execution {
+    /// Every output in the order the kernel emitted it.
+    pub outputs: Vec<Output>,
+    /// The kernel's execution counter, when it replied.
+    pub execution_count: Option<i64>,
+    /// Wall time from sending the code to the end.
+    pub duration: Duration,
+    /// How it ended.
+    pub end: End,
+    /// The timeout that applied (for messages).
+    pub timeout: Duration,
+}
+
+/// Timing policy of an execution.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// When to interrupt.
+    pub timeout: Duration,
+    /// How long an interrupted execution may take to stop before the kernel is replaced.
+    pub grace: Duration,
+}
+
+enum Phase {
+    Running,
+    Interrupted,
+}
+
+/// Runs `code` on `kernel`. When the result's `end.state_lost()`, the caller must destroy the kernel.
+pub(super) async fn run(kernel: &mut Kernel, code: &str, deadlines: Deadlines) -> Execution {
+    let started = Instant::now();
+    let mut outputs = Vec::new();
+    let interrupter = kernel.client.interrupter();
+    let (end, execution_count) = {
+        let mut on_output = |output: Output| outputs.push(output);
+        let execute = kernel.client.execute(code, &mut on_output);
+        tokio::pin!(execute);
+        let exited = kernel.process.exited();
+        tokio::pin!(exited);
+        let deadline = tokio::time::sleep(deadlines.timeout);
+        tokio::pin!(deadline);
+        let mut phase = Phase::Running;
+        loop {
+            tokio::select! {
+                biased;
+                reply = &mut execute => break match (reply, &phase) {
+                    (Ok(reply), Phase::Interrupted) => (End::Timeout, reply.execution_count),
+                    (Ok(reply), Phase::Running) => match reply.status {
+                        ExecuteStatus::Error => (End::Error(reply.error.unwrap_or_else(unknown_error)), reply.execution_count),
+                        _ => (End::Ok, reply.execution_count),
+                    },
+                    (Err(err), _) => (End::Unresponsive(err), None),
+                },
+                exit = &mut exited => break (End::Died(exit), None),
+                () = &mut deadline => match phase {
+                    Phase::Running => {
+                        tracing::info!(sandbox = %kernel.name, "execution timed out: interrupting");
+                        let interrupter = interrupter.clone();
+                        tokio::spawn(async move {
+                            if let Err(err) = interrupter.interrupt().await {
+                                tracing::warn!(cause = %err, "interrupt_request failed");
+                            }
+                        });
+                        phase = Phase::Interrupted;
+                        deadline.as_mut().reset(tokio::time::Instant::now() + deadlines.grace);
+                    }
+                    Phase::Interrupted => break (End::TimeoutRestarted, None),
+                },
+            }
+        }
+    };
+    Execution {
+        outputs,
+        execution_count,
+        duration: started.elapsed(),
+        end,
+        timeout: deadlines.timeout,
+    }
+}
+
+fn unknown_error() -> ErrorInfo {
+    ErrorInfo {
+        ename: "Error".into(),
+        evalue: "the kernel reported an error without details".into(),
+        traceback: Vec::new(),
+    }
+}

@@ -1,0 +1,178 @@
+//! A user's session: an actor task owning the user's kernel, running that user's executions one at a time in
+//! arrival order, replacing the kernel when it was lost, and destroying it when released.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{execution, Execution, PoolError, PooledKernel, Reservation, Shared};
+
+type Reply = oneshot::Sender<Result<Execution, PoolError>>;
+
+struct Job {
+    code: String,
+    reply: Reply,
+}
+
+/// The pool's handle on a session actor.
+pub(super) struct SessionHandle {
+    jobs: mpsc::UnboundedSender<Job>,
+    activity: Arc<Activity>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// What the reaper reads: when the session was last used and whether it has work.
+pub(super) struct Activity {
+    last: Mutex<Instant>,
+    pending: AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Whether the session has had no work for at least `idle`.
+    pub(super) fn idle_for(&self, idle: std::time::Duration) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
+            && self
+                .last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                >= idle
+    }
+}
+
+impl SessionHandle {
+    /// Queues an execution behind the session's earlier ones.
+    pub(super) fn submit(&self, code: String, reply: Reply) {
+        self.activity.pending.fetch_add(1, Ordering::AcqRel);
+        self.activity.touch();
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(Job { code, reply }) {
+            self.activity.pending.fetch_sub(1, Ordering::AcqRel);
+            let _ = job.reply.send(Err(PoolError::Released));
+        }
+    }
+
+    /// The session's activity, for the reaper.
+    pub(super) fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// Stops the session: a running execution is abandoned, queued ones are answered `Released`, and the kernel
+    /// is destroyed before this returns.
+    pub(super) async fn close(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the actor of `user`'s session with the kernel (or slot) reserved for it.
+pub(super) fn spawn(shared: Arc<Shared>, user: String, reservation: Reservation) -> SessionHandle {
+    let (jobs, queue) = mpsc::unbounded_channel();
+    let activity = Arc::new(Activity {
+        last: Mutex::new(Instant::now()),
+        pending: AtomicUsize::new(0),
+    });
+    let cancel = CancellationToken::new();
+    let actor = Actor {
+        shared,
+        user,
+        activity: activity.clone(),
+        cancel: cancel.clone(),
+    };
+    let task = tokio::spawn(actor.run(queue, reservation));
+    SessionHandle {
+        jobs,
+        activity,
+        cancel,
+        task,
+    }
+}
+
+struct Actor {
+    shared: Arc<Shared>,
+    user: String,
+    activity: Arc<Activity>,
+    cancel: CancellationToken,
+}
+
+impl Actor {
+    #[tracing::instrument(name = "session", skip_all, fields(user = %self.user))]
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<Job>, reservation: Reservation) {
+        let mut reservation = Some(reservation);
+        let mut kernel: Option<PooledKernel> = None;
+        loop {
+            let job = tokio::select! {
+                () = self.cancel.cancelled() => break,
+                job = queue.recv() => match job { Some(job) => job, None => break },
+            };
+            let outcome = tokio::select! {
+                () = self.cancel.cancelled() => {
+                    let _ = job.reply.send(Err(PoolError::Released));
+                    self.finished();
+                    break;
+                }
+                outcome = self.execute(&mut kernel, &mut reservation, &job.code) => outcome,
+            };
+            self.activity.touch();
+            self.finished();
+            let _ = job.reply.send(outcome);
+        }
+        queue.close();
+        while let Ok(job) = queue.try_recv() {
+            let _ = job.reply.send(Err(PoolError::Released));
+        }
+        if let Some(kernel) = kernel {
+            kernel.destroy().await;
+        }
+        tracing::info!("session closed");
+    }
+
+    fn finished(&self) {
+        self.activity.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    async fn execute(
+        &self,
+        kernel: &mut Option<PooledKernel>,
+        reservation: &mut Option<Reservation>,
+        code: &str,
+    ) -> Result<Execution, PoolError> {
+        if let Some(dead) = kernel.take_if(|k| k.kernel.process.has_exited()) {
+            tracing::info!(sandbox = %dead.kernel.name, "the session's kernel had died; replacing it");
+            dead.destroy().await;
+        }
+        if kernel.is_none() {
+            let reserved = match reservation.take() {
+                Some(reserved) => reserved,
+                None => self.shared.reserve()?,
+            };
+            let fresh = self.shared.kernel_for(reserved).await?;
+            tracing::info!(sandbox = %fresh.kernel.name, "kernel bound to session");
+            *kernel = Some(fresh);
+        }
+        let current = kernel.as_mut().expect("bound above");
+        let execution =
+            execution::run(&mut current.kernel, code, self.shared.config.deadlines).await;
+        tracing::info!(
+            sandbox = %current.kernel.name,
+            reason = execution.end.reason(),
+            duration_ms = execution.duration.as_secs_f64() * 1e3,
+            "executed"
+        );
+        if execution.end.state_lost() {
+            if let Some(lost) = kernel.take() {
+                lost.destroy().await;
+            }
+            self.shared.refill.notify_one();
+        }
+        Ok(execution)
+    }
+}

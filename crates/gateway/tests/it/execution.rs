@@ -1,0 +1,321 @@
+//! Executions in real sandboxed kernels: state, isolation, outputs in order, errors, timeouts, deaths, ordering.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::Value;
+
+use crate::util::{shared, user};
+
+/// Variables, functions and imports persist between requests of one user.
+#[tokio::test]
+async fn state_persists_across_requests() {
+    let api = shared().client();
+    let who = user("state");
+    assert_eq!(
+        api.run_ok(&who, "import math\nx = 41\ndef f(v): return v + 1")
+            .await,
+        ""
+    );
+    assert_eq!(api.run_ok(&who, "f(x)").await, "42");
+    assert_eq!(
+        api.run_ok(&who, "print(math.floor(2.5)); x += 1; x").await,
+        "2\n42"
+    );
+}
+
+/// Two users cannot see each other's variables.
+#[tokio::test]
+async fn users_are_isolated() {
+    let api = shared().client();
+    let (alice, bob) = (user("alice"), user("bob"));
+    api.run_ok(&alice, "secret = 'alice-only'").await;
+    let (status, body) = api.execute(&bob, "secret").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["detail"],
+        "Python Execution Error: NameError: name 'secret' is not defined"
+    );
+}
+
+/// Width and height of a PNG, checked to be a real PNG.
+fn png_size(b64: &str) -> (u32, u32) {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .expect("valid base64");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert!(
+        bytes.len() > 1000,
+        "a real image has more than {} bytes",
+        bytes.len()
+    );
+    (be(16), be(20))
+}
+
+/// A plot (with Chinese labels) returns a PNG that decodes to a real image; printed text comes back too.
+#[tokio::test]
+async fn print_plus_plot_returns_both() {
+    let api = shared().client();
+    let code = "import matplotlib.pyplot as plt\nimport numpy as np\nprint('before plot')\n\
+                x = np.linspace(0, 6.28, 100)\nplt.plot(x, np.sin(x))\nplt.title('正弦波')\nplt.show()";
+    let (status, body) = api.execute(&user("plot"), code).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result_text"], "before plot\n");
+    let (width, height) = png_size(body["result_base64"].as_str().expect("an image"));
+    assert!(width >= 200 && height >= 150, "{width}x{height}");
+    let kinds: Vec<&str> = body["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["stream", "display_data"]);
+    let warnings: Vec<&Value> = body["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["name"] == "stderr")
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "no glyph warnings expected: {warnings:?}"
+    );
+}
+
+/// Two plots return two images, in order; result_base64 is the last one.
+#[tokio::test]
+async fn two_plots_return_two_images() {
+    let api = shared().client();
+    let code =
+        "import matplotlib.pyplot as plt\nplt.figure(figsize=(2,2)); plt.plot([1,2]); plt.show()\n\
+                plt.figure(figsize=(4,3)); plt.plot([2,1]); plt.show()";
+    let (status, body) = api.execute(&user("plots"), code).await;
+    assert_eq!(status, 200, "{body}");
+    let images: Vec<&str> = body["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["data"]["image/png"].as_str())
+        .collect();
+    assert_eq!(images.len(), 2);
+    assert!(
+        png_size(images[0]).0 < png_size(images[1]).0,
+        "the second figure is wider"
+    );
+    assert_eq!(
+        body["result_base64"].as_str().unwrap().trim(),
+        images[1].trim()
+    );
+}
+
+/// stderr is told apart from stdout and kept out of result_text, in emission order.
+#[tokio::test]
+async fn stderr_is_separate() {
+    let api = shared().client();
+    let code = "import sys\nprint('out1', flush=True)\nprint('err1', file=sys.stderr, flush=True)\nprint('out2')";
+    let (status, body) = api.execute(&user("stderr"), code).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result_text"], "out1\nout2\n");
+    let streams: Vec<(String, String)> = body["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap().to_owned(),
+                o["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        streams,
+        [
+            ("stdout".into(), "out1\n".into()),
+            ("stderr".into(), "err1\n".into()),
+            ("stdout".into(), "out2\n".into())
+        ]
+    );
+    assert!(body["execution_count"].is_i64());
+    assert!(body["duration_ms"].as_f64().unwrap() > 0.0);
+}
+
+/// A syntax error and an exception give 400 with the original's detail and a traceback; state survives.
+#[tokio::test]
+async fn errors_give_400_with_traceback() {
+    let api = shared().client();
+    let who = user("errors");
+    api.run_ok(&who, "kept = 7").await;
+    let (status, body) = api.execute(&who, "def broken(:\n  pass").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Python Execution Error: SyntaxError: "),
+        "{body}"
+    );
+    assert_eq!(body["reason"], "error");
+    let (status, body) = api.execute(&who, "print('partial')\n1 / 0").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["detail"],
+        "Python Execution Error: ZeroDivisionError: division by zero"
+    );
+    assert_eq!(
+        (body["reason"].as_str(), body["state_lost"].as_bool()),
+        (Some("error"), Some(false))
+    );
+    assert_eq!(body["error"]["ename"], "ZeroDivisionError");
+    let traceback = body["error"]["traceback"].as_array().unwrap();
+    assert!(traceback
+        .iter()
+        .any(|line| line.as_str().unwrap().contains("ZeroDivisionError")));
+    assert_eq!(body["outputs"][0]["text"], "partial\n");
+    assert_eq!(body["outputs"][1]["type"], "error");
+    assert_eq!(api.run_ok(&who, "kept").await, "7");
+}
+
+/// Release gives a fresh interpreter on the next request.
+#[tokio::test]
+async fn release_gives_a_fresh_interpreter() {
+    let api = shared().client();
+    let who = user("fresh");
+    api.run_ok(&who, "x = 1").await;
+    assert_eq!(api.release(&who).await.0, 200);
+    let (status, body) = api.execute(&who, "x").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["ename"], "NameError");
+}
+
+/// `while True: pass` is interrupted at the timeout and the state survives.
+#[tokio::test]
+async fn python_loop_times_out_and_keeps_state() {
+    let api = shared().client();
+    let who = user("timeout");
+    api.run_ok(&who, "survivor = 'still here'").await;
+    let (status, body) = api.execute(&who, "while True: pass").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        (body["reason"].as_str(), body["state_lost"].as_bool()),
+        (Some("timeout"), Some(false)),
+        "{body}"
+    );
+    assert!(body["detail"].as_str().unwrap().contains("timed out"));
+    assert_eq!(api.run_ok(&who, "survivor").await, "'still here'");
+}
+
+/// A C-level loop that ignores the interrupt is replaced: timeout_restarted, state lost, next request works.
+#[tokio::test]
+async fn c_level_loop_is_replaced() {
+    let api = shared().client();
+    let who = user("c-loop");
+    api.run_ok(&who, "doomed = 1").await;
+    let (status, body) = api.execute(&who, "sum(range(10**13))").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        (body["reason"].as_str(), body["state_lost"].as_bool()),
+        (Some("timeout_restarted"), Some(true))
+    );
+    let (status, body) = api.execute(&who, "doomed").await;
+    assert_eq!(
+        (status, body["error"]["ename"].as_str()),
+        (400, Some("NameError")),
+        "{body}"
+    );
+    assert_eq!(api.run_ok(&who, "1 + 1").await, "2");
+}
+
+/// `os._exit(1)` is reported at once as kernel_died, not as a timeout; the next request gets a fresh kernel.
+#[tokio::test]
+async fn kernel_exit_is_kernel_died() {
+    let api = shared().client();
+    let who = user("exit");
+    api.run_ok(&who, "gone = 1").await;
+    let started = Instant::now();
+    let (status, body) = api.execute(&who, "import os; os._exit(1)").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        (body["reason"].as_str(), body["state_lost"].as_bool()),
+        (Some("kernel_died"), Some(true)),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 1"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "noticed before the 3 s timeout"
+    );
+    let (status, body) = api.execute(&who, "gone").await;
+    assert_eq!(
+        (status, body["error"]["ename"].as_str()),
+        (400, Some("NameError")),
+        "{body}"
+    );
+}
+
+/// A memory bomb past the sandbox limit is reported as out_of_memory; the session recovers.
+#[tokio::test]
+async fn memory_limit_is_out_of_memory() {
+    let api = shared().client();
+    let who = user("oom");
+    let (status, body) = api.execute(&who, "hog = ' ' * (1536 * 1024 * 1024)").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        (body["reason"].as_str(), body["state_lost"].as_bool()),
+        (Some("out_of_memory"), Some(true)),
+        "{body}"
+    );
+    assert_eq!(api.run_ok(&who, "'alive'").await, "'alive'");
+}
+
+/// One user's concurrent requests run one at a time, in arrival order.
+#[tokio::test]
+async fn a_users_requests_run_in_order() {
+    let api = shared().client();
+    let who = user("order");
+    api.run_ok(&who, "log = []").await;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let api = api.clone();
+        let who = who.clone();
+        let code =
+            format!("import time\nstart = len(log)\ntime.sleep(0.05)\nlog.append(({i}, start))");
+        tasks.push(tokio::spawn(async move { api.execute(&who, &code).await }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().0, 200);
+    }
+    let log = api.run_ok(&who, "log").await;
+    assert_eq!(
+        log, "[(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]",
+        "each ran alone, in order"
+    );
+}
+
+/// Different users run in parallel: two 1.5 s sleeps finish well before 3 s.
+#[tokio::test]
+async fn users_run_in_parallel() {
+    let api = shared().client();
+    let (a, b) = (user("par-a"), user("par-b"));
+    api.run_ok(&a, "import time").await;
+    api.run_ok(&b, "import time").await;
+    let started = Instant::now();
+    let (ra, rb) = tokio::join!(
+        api.execute(&a, "time.sleep(1.5)"),
+        api.execute(&b, "time.sleep(1.5)")
+    );
+    assert_eq!((ra.0, rb.0), (200, 200));
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "took {:?}",
+        started.elapsed()
+    );
+}

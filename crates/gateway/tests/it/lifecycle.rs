@@ -1,0 +1,128 @@
+//! The pool's lifecycle: the maximum, and recovery after a crash of the gateway.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::util::{user, TestServer};
+
+/// With every sandbox bound, a new user gets 503 with a detail saying why; a release makes room again.
+#[tokio::test]
+async fn maximum_gives_503() {
+    let server = TestServer::start(&["--warm-sandboxes", "0", "--max-sandboxes", "2"]);
+    let api = server.client();
+    let (a, b, c) = (user("max-a"), user("max-b"), user("max-c"));
+    api.run_ok(&a, "1").await;
+    api.run_ok(&b, "1").await;
+    let (status, body) = api.execute(&c, "1").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("all 2 sandboxes are in use"),
+        "{body}"
+    );
+    let status = api.status().await;
+    assert_eq!(
+        (
+            status["total_workers"].as_u64(),
+            status["busy_workers"].as_u64()
+        ),
+        (Some(2), Some(2)),
+        "{status}"
+    );
+    api.release(&a).await;
+    assert_eq!(api.run_ok(&c, "'in'").await, "'in'");
+}
+
+/// Names of the sandboxes whose session directories exist under `data_dir`.
+fn session_dirs(data_dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(data_dir.join("sessions")) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Pids of host processes whose cgroup path mentions `needle`.
+fn processes_in_cgroups_named(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cgroups) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+            if cgroups.contains(needle) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// After a SIGKILL of the gateway, the next start leaves nothing of the old run: processes, cgroups, session
+/// directories; and the token file is unchanged.
+#[tokio::test]
+async fn restart_after_sigkill_leaves_nothing_behind() {
+    let temp = tempfile::Builder::new()
+        .prefix("ci-crash-")
+        .tempdir()
+        .unwrap();
+    let data_dir = temp.path();
+    std::fs::write(data_dir.join("auth_token.txt"), "file-token").unwrap();
+    let first = TestServer::start_in(data_dir, &["--warm-sandboxes", "1"]);
+    first.client().wait_ready().await;
+    first.client().run_ok(&user("crash"), "x = 1").await;
+    let old = session_dirs(data_dir);
+    assert_eq!(old.len(), 2, "one warm and one bound sandbox: {old:?}");
+    first.kill_hard();
+
+    let second = TestServer::start_in(data_dir, &["--warm-sandboxes", "1"]);
+    second.client().wait_ready().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let now = session_dirs(data_dir);
+    for name in &old {
+        assert!(
+            !now.contains(name),
+            "session directory {name} of the old run is left: {now:?}"
+        );
+        assert_eq!(
+            processes_in_cgroups_named(name),
+            Vec::<u32>::new(),
+            "processes of {name} are left"
+        );
+        for controller in ["memory", "pids", "cpu"] {
+            let leftover = std::fs::read_dir(format!("/sys/fs/cgroup/{controller}"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|parent| parent.path().join(name).exists());
+            assert!(!leftover, "cgroup {controller}/.../{name} is left");
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(data_dir.join("auth_token.txt")).unwrap(),
+        "file-token"
+    );
+    assert_eq!(second.client().run_ok(&user("after"), "'ok'").await, "'ok'");
+}
+
+/// On SIGTERM the gateway stops and destroys every sandbox.
+#[tokio::test]
+async fn shutdown_destroys_every_sandbox() {
+    let server = TestServer::start(&["--warm-sandboxes", "2"]);
+    server.client().wait_ready().await;
+    server.client().run_ok(&user("bye"), "1").await;
+    let names = session_dirs(&server.data_dir);
+    assert_eq!(names.len(), 3);
+    assert!(server.stop(), "the server exited by itself on SIGTERM");
+    for name in &names {
+        assert_eq!(
+            processes_in_cgroups_named(name),
+            Vec::<u32>::new(),
+            "processes of {name} are left"
+        );
+    }
+    assert_eq!(session_dirs(&server.data_dir), Vec::<String>::new());
+}

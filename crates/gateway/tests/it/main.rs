@@ -1,0 +1,7 @@
+//! The integration suite: the real `code-interpreter` binary on a loopback port, real sandboxed ipykernels.
+
+mod api;
+mod execution;
+mod lifecycle;
+mod sandbox;
+mod util;

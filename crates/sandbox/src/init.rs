@@ -1,0 +1,136 @@
+//! The sandbox's pid 1: builds the root, starts the payload, then only reaps, forwards SIGTERM/SIGINT/SIGHUP/
+//! SIGQUIT, and exits with the payload's status once it is gone (taking every other process with it).
+
+use std::os::fd::OwnedFd;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+
+use crate::helper::{report, SetupError};
+use crate::mounts::{self, Step};
+use crate::payload;
+use crate::policy::Policy;
+use crate::status::{encode, SETUP_FAILED};
+use crate::sys;
+
+/// What init writes to the helper once the payload has exec'd.
+pub(crate) const READY_BYTE: u8 = b'R';
+
+/// Signals init passes on to the payload.
+const FORWARDED: &[Signal] = &[
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// Runs init to the end and returns its exit code.
+pub(crate) fn run(policy: &Policy, steps: &[Step], ready_w: OwnedFd, alive_r: OwnedFd) -> i32 {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGCHLD);
+    for signal in FORWARDED {
+        signals.add(*signal);
+    }
+    match start(policy, steps, &signals, ready_w, alive_r) {
+        Ok(payload) => reap(payload, &signals),
+        Err(error) => {
+            report(&error);
+            SETUP_FAILED
+        }
+    }
+}
+
+fn start(
+    policy: &Policy,
+    steps: &[Step],
+    signals: &SigSet,
+    ready_w: OwnedFd,
+    alive_r: OwnedFd,
+) -> Result<Pid, SetupError> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SetupError::Pdeathsig)?;
+    // The helper may have died before the line above: then its end of `alive` is closed.
+    let mut fds = [PollFd::new(
+        std::os::fd::AsFd::as_fd(&alive_r),
+        PollFlags::POLLIN,
+    )];
+    if poll(&mut fds, PollTimeout::ZERO).map_err(SetupError::Pipe)? > 0 {
+        return Err(SetupError::ParentGone);
+    }
+    // stdout belongs to the helper's ready line; everything init and the payload print goes to stderr.
+    nix::unistd::dup2_stdout(std::io::stderr())
+        .map_err(|e| SetupError::Stdio("stdout to stderr", e))?;
+    mounts::apply(steps).map_err(SetupError::Root)?;
+    let null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| SetupError::Stdio("stdin from /dev/null", e))?;
+    nix::unistd::dup2_stdin(&null).map_err(|e| SetupError::Stdio("stdin from /dev/null", e))?;
+    nix::unistd::sethostname(&policy.name)
+        .map_err(|e| SetupError::Hostname(policy.name.clone(), e))?;
+    sys::interface_up("lo").map_err(SetupError::Loopback)?;
+
+    let mut old_mask = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(signals), Some(&mut old_mask))
+        .map_err(SetupError::Signals)?;
+    let (exec_r, exec_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(SetupError::Pipe)?;
+    match sys::fork().map_err(|e| SetupError::Fork("the payload", e))? {
+        ForkResult::Child => {
+            drop((exec_r, ready_w));
+            payload::exec(policy, &old_mask, exec_w)
+        }
+        ForkResult::Parent { child } => {
+            drop(exec_w);
+            if let Some((stage, errno)) = payload::read_failure(&exec_r) {
+                let _ = waitpid(child, None);
+                return Err(SetupError::Payload {
+                    argv0: policy.argv[0].clone(),
+                    stage,
+                    source: errno,
+                });
+            }
+            loop {
+                match nix::unistd::write(&ready_w, &[READY_BYTE]) {
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(SetupError::Ready(e.into())),
+                    Ok(_) => break,
+                }
+            }
+            Ok(child)
+        }
+    }
+}
+
+/// Waits for signals until the payload exits; returns its encoded status.
+fn reap(payload: Pid, signals: &SigSet) -> i32 {
+    loop {
+        let signal = match signals.wait() {
+            Ok(signal) => signal,
+            Err(_) => continue,
+        };
+        if signal != Signal::SIGCHLD {
+            let _ = kill(payload, signal);
+            continue;
+        }
+        loop {
+            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(status) if status.pid() == Some(payload) => return finish(encode(status)),
+                Ok(_) | Err(_) => continue,
+            }
+        }
+    }
+}
+
+/// Kills whatever the payload left behind in the namespace, reaps it, and returns `code`.
+fn finish(code: i32) -> i32 {
+    // kill(-1) from a namespace's pid 1 reaches every other process of the namespace.
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    while !matches!(waitpid(None::<Pid>, None), Err(Errno::ECHILD)) {}
+    code
+}

@@ -1,0 +1,160 @@
+//! The payload child: drops to the policy's uid/gid with no capabilities and `no_new_privs`, then execs argv with
+//! exactly the policy's env. A failure travels back to init as (stage, errno) over a close-on-exec pipe.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fmt;
+use std::os::fd::OwnedFd;
+
+use nix::errno::Errno;
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use nix::unistd::{Gid, Uid};
+
+use crate::policy::Policy;
+use crate::sys;
+
+/// Which step of becoming the payload failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Stage {
+    /// Preparing argv/env as C strings.
+    Args = 1,
+    /// Restoring the signal mask.
+    SignalMask,
+    /// setsid.
+    Session,
+    /// Dropping the capability bounding set.
+    BoundingSet,
+    /// setgroups([]).
+    Groups,
+    /// setresgid.
+    Gid,
+    /// setresuid.
+    Uid,
+    /// Clearing ambient and remaining capabilities.
+    Capabilities,
+    /// PR_SET_NO_NEW_PRIVS.
+    NoNewPrivs,
+    /// chdir to the policy's cwd.
+    Chdir,
+    /// execve.
+    Exec,
+}
+
+impl Stage {
+    const ALL: [Stage; 11] = [
+        Stage::Args,
+        Stage::SignalMask,
+        Stage::Session,
+        Stage::BoundingSet,
+        Stage::Groups,
+        Stage::Gid,
+        Stage::Uid,
+        Stage::Capabilities,
+        Stage::NoNewPrivs,
+        Stage::Chdir,
+        Stage::Exec,
+    ];
+
+    fn from_u8(byte: u8) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| *s as u8 == byte)
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Args => "preparing argv and env",
+            Stage::SignalMask => "restoring the signal mask",
+            Stage::Session => "starting a new session",
+            Stage::BoundingSet => "dropping the capability bounding set",
+            Stage::Groups => "clearing supplementary groups",
+            Stage::Gid => "setting the gid",
+            Stage::Uid => "setting the uid",
+            Stage::Capabilities => "clearing capabilities",
+            Stage::NoNewPrivs => "setting no_new_privs",
+            Stage::Chdir => "changing to the working directory",
+            Stage::Exec => "exec",
+        })
+    }
+}
+
+/// Becomes the payload; on failure reports (stage, errno) on `report` and exits 127.
+pub(crate) fn exec(policy: &Policy, mask: &SigSet, report: OwnedFd) -> ! {
+    let Err((stage, errno)) = become_payload(policy, mask);
+    let mut message = [0u8; 5];
+    message[0] = stage as u8;
+    message[1..].copy_from_slice(&(errno as i32).to_le_bytes());
+    let _ = nix::unistd::write(&report, &message);
+    sys::exit_now(127)
+}
+
+/// Reads the child's report: `None` if the pipe closed empty (the exec succeeded).
+pub(crate) fn read_failure(pipe: &OwnedFd) -> Option<(Stage, Errno)> {
+    let mut message = [0u8; 5];
+    let mut filled = 0;
+    while filled < message.len() {
+        match nix::unistd::read(pipe, &mut message[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Some((Stage::Exec, errno)),
+        }
+    }
+    if filled == 0 {
+        return None;
+    }
+    let stage = Stage::from_u8(message[0]).unwrap_or(Stage::Exec);
+    let errno = i32::from_le_bytes([message[1], message[2], message[3], message[4]]);
+    Some((stage, Errno::from_raw(errno)))
+}
+
+fn become_payload(policy: &Policy, mask: &SigSet) -> Result<Infallible, (Stage, Errno)> {
+    let fail = |stage| move |errno| (stage, errno);
+    let cstr = |s: &str| CString::new(s).map_err(|_| (Stage::Args, Errno::EINVAL));
+    let argv = policy
+        .argv
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = policy
+        .env
+        .iter()
+        .map(|(k, v)| cstr(&format!("{k}={v}")))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None).map_err(fail(Stage::SignalMask))?;
+    nix::unistd::setsid().map_err(fail(Stage::Session))?;
+    // Needs CAP_SETPCAP, so before the uid change; afterwards nothing exec'd can gain a capability back.
+    sys::drop_bounding_set().map_err(fail(Stage::BoundingSet))?;
+    nix::unistd::setgroups(&[]).map_err(fail(Stage::Groups))?;
+    let (gid, uid) = (Gid::from_raw(policy.gid), Uid::from_raw(policy.uid));
+    nix::unistd::setresgid(gid, gid, gid).map_err(fail(Stage::Gid))?;
+    // Without SECBIT_KEEP_CAPS, leaving uid 0 empties the permitted, effective and ambient sets.
+    nix::unistd::setresuid(uid, uid, uid).map_err(fail(Stage::Uid))?;
+    sys::clear_ambient_caps().map_err(fail(Stage::Capabilities))?;
+    sys::clear_capabilities().map_err(fail(Stage::Capabilities))?;
+    nix::sys::prctl::set_no_new_privs().map_err(fail(Stage::NoNewPrivs))?;
+    nix::unistd::chdir(&policy.cwd).map_err(fail(Stage::Chdir))?;
+    nix::unistd::execve(&argv[0], &argv, &env).map_err(fail(Stage::Exec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failure report survives the pipe: stage byte and errno.
+    #[test]
+    fn failure_report_round_trip() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let mut message = [0u8; 5];
+        message[0] = Stage::Chdir as u8;
+        message[1..].copy_from_slice(&(Errno::ENOENT as i32).to_le_bytes());
+        nix::unistd::write(&w, &message).unwrap();
+        drop(w);
+        assert_eq!(read_failure(&r), Some((Stage::Chdir, Errno::ENOENT)));
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(w);
+        assert_eq!(read_failure(&r), None);
+    }
+}
