@@ -49,7 +49,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 fn serve(config: Config, stop_on_stdin_eof: bool) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
         let env = kernel_env::ensure(&config.kernel_env_dir(), &config.python).await?;
@@ -58,19 +58,22 @@ fn serve(config: Config, stop_on_stdin_eof: bool) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         match &source {
-            TokenSource::Env => tracing::info!("the token is AUTH_TOKEN's"),
-            TokenSource::File(path) => tracing::info!(file = %path.display(), "the token is in the token file"),
+            TokenSource::Env => tracing::info!(target: "gateway", "the token is AUTH_TOKEN's"),
+            TokenSource::File(path) => tracing::info!(target: "gateway", file = %path.display(), "the token is in the token file"),
             TokenSource::Generated(path) => {
-                tracing::info!(file = %path.display(), %token, "generated a new token and stored it")
+                tracing::info!(target: "gateway", file = %path.display(), %token, "generated a new token and stored it")
             }
         }
-        tracing::info!(
+        tracing::info!(target: "gateway", 
             "serving on http://{}; the token is needed in X-Auth-Token (`code-interpreter token` prints it)",
             listener.local_addr()?
         );
         gateway::run(config, env, token, listener, shutdown_signal(stop_on_stdin_eof)).await?;
         Ok(())
-    })
+    });
+    // A blocking read of stdin may still be pending; every sandbox is gone by now, so do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    served
 }
 
 /// Resolves on SIGTERM or SIGINT, or when standard input closes if asked to watch it.
@@ -88,8 +91,8 @@ async fn shutdown_signal(stop_on_stdin_eof: bool) {
         while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
     };
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        () = stdin_closed => tracing::info!("standard input closed: shutting down"),
+        _ = term.recv() => tracing::info!(target: "gateway", "SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!(target: "gateway", "SIGINT: shutting down"),
+        () = stdin_closed => tracing::info!(target: "gateway", "standard input closed: shutting down"),
     }
 }

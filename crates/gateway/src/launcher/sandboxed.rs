@@ -186,7 +186,8 @@ impl SandboxLauncher {
         let info = self.prepare_session_dir(session_dir, uid)?;
         let policy = self.policy(name, uid, session_dir)?;
         let mut helper = tokio::process::Command::new(&self.exe);
-        helper.arg("__sandbox-exec");
+        // Its own process group: a Ctrl-C on the gateway's terminal must not reach the sandboxes directly.
+        helper.arg("__sandbox-exec").process_group(0);
         let sandbox = Arc::new(
             sandbox::spawn(helper, &policy)
                 .await

@@ -72,6 +72,9 @@ pub struct Deadlines {
     pub grace: Duration,
 }
 
+/// How long a protocol failure waits for the kernel's exit, so a dying kernel is named as such.
+const DEATH_GRACE: Duration = Duration::from_secs(2);
+
 enum Phase {
     Running,
     Interrupted,
@@ -100,7 +103,13 @@ pub(super) async fn run(kernel: &mut Kernel, code: &str, deadlines: Deadlines) -
                         ExecuteStatus::Error => (End::Error(reply.error.unwrap_or_else(unknown_error)), reply.execution_count),
                         _ => (End::Ok, reply.execution_count),
                     },
-                    (Err(err), _) => (End::Unresponsive(err), None),
+                    (Err(err), _) => {
+                        // A closed socket usually means the kernel is exiting: name its death if it is.
+                        match tokio::time::timeout(DEATH_GRACE, &mut exited).await {
+                            Ok(exit) => (End::Died(exit), None),
+                            Err(_) => (End::Unresponsive(err), None),
+                        }
+                    }
                 },
                 exit = &mut exited => break (End::Died(exit), None),
                 () = &mut deadline => match phase {

@@ -90,7 +90,7 @@ impl PooledKernel {
 
 /// A kernel for a session: a warm one, or a slot to start one in.
 enum Reservation {
-    Warm(PooledKernel),
+    Warm(Box<PooledKernel>),
     Cold(Slot),
 }
 
@@ -133,7 +133,7 @@ impl Shared {
     fn reserve_locked(&self, state: &mut State) -> Result<Reservation, PoolError> {
         while let Some(kernel) = state.warm.pop_front() {
             if !kernel.kernel.process.has_exited() {
-                return Ok(Reservation::Warm(kernel));
+                return Ok(Reservation::Warm(Box::new(kernel)));
             }
             tracing::warn!(sandbox = %kernel.kernel.name, "a warm kernel had died; discarding it");
             tokio::spawn(kernel.destroy());
@@ -150,7 +150,7 @@ impl Shared {
     /// Turns a reservation into a ready kernel, starting one if needed.
     async fn kernel_for(&self, reservation: Reservation) -> Result<PooledKernel, PoolError> {
         match reservation {
-            Reservation::Warm(kernel) => Ok(kernel),
+            Reservation::Warm(kernel) => Ok(*kernel),
             Reservation::Cold(slot) => {
                 let kernel = self.launcher.launch(slot.index()).await.map_err(|err| {
                     tracing::error!(cause = %error_chain(&err), "cold sandbox start failed");

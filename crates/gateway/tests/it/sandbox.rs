@@ -29,7 +29,8 @@ async fn no_connection_to_host_loopback() {
     assert_eq!(interfaces, "['lo']");
 }
 
-/// Neither the repository, /root, nor the data directory are visible; / is read-only.
+/// Neither the repository, the data directory, nor anything of /root but the Python install are visible; / is
+/// read-only.
 #[tokio::test]
 async fn host_files_are_not_visible() {
     let server = shared();
@@ -37,11 +38,12 @@ async fn host_files_are_not_visible() {
     let data_dir = server.data_dir.display().to_string();
     let repo = env!("CARGO_MANIFEST_DIR");
     let code = format!(
-        "import os\nprint([os.path.exists(p) for p in ['/work', {repo:?}, '/root', {data_dir:?}, '/etc/shadow']])"
+        "import os\nprint([os.path.exists(p) for p in ['/work', {repo:?}, '/root/.cargo', {data_dir:?}, '/etc/shadow']], \
+         os.listdir('/root') if os.path.exists('/root') else ['.pyenv'])"
     );
     assert_eq!(
         api.run_ok(&user("files"), &code).await,
-        "[False, False, False, False, False]\n"
+        "[False, False, False, False, False] ['.pyenv']\n"
     );
     let code =
         "import os\nout = []\nfor p in ['/usr/x', '/x', '/etc/x', '/sandbox/x', '/tmp/x']:\n    \

@@ -16,13 +16,30 @@ pub(crate) fn kernel_env() -> PathBuf {
     static ENV: OnceLock<PathBuf> = OnceLock::new();
     ENV.get_or_init(|| {
         let root = gateway::config::default_data_dir().join("kernel-env");
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime
-            .block_on(gateway::kernel_env::ensure(&root, Path::new("python3")))
-            .expect("creating the kernel environment");
+        let ensure = gateway::kernel_env::ensure(&root, Path::new("python3"));
+        block_on_own_thread(ensure).expect("creating the kernel environment");
         root
     })
     .clone()
+}
+
+/// Runs a future to completion on a runtime of its own thread (tests already run inside a runtime).
+fn block_on_own_thread<F: std::future::Future + Send>(future: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(future)
+            })
+            .join()
+            .unwrap()
+    })
 }
 
 /// A running `code-interpreter serve`; stopped with SIGTERM on drop.
@@ -159,11 +176,7 @@ pub(crate) fn shared() -> &'static TestServer {
 impl TestServer {
     /// Waits until `/status` says the initial fill is done.
     pub(crate) fn client_blocking_wait_ready(&self) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(self.client().wait_ready());
+        block_on_own_thread(self.client().wait_ready());
     }
 }
 
