@@ -45,6 +45,12 @@ pub struct Config {
     pub tmp_size_mib: u64,
     /// Size of the sandbox's writable home and working directory `/sandbox` in MiB.
     pub sandbox_size_mib: u64,
+    /// Most open files per sandbox process.
+    pub open_files_limit: u64,
+    /// Most bytes of output kept per execution, in KiB; beyond it the answer is cut and flagged.
+    pub output_limit_kib: u64,
+    /// Largest code accepted per request, in KiB; beyond it `/execute` answers 413.
+    pub code_limit_kib: u64,
     /// First uid of the range given to sandboxes (one uid per sandbox slot).
     pub uid_base: u32,
 }
@@ -68,6 +74,9 @@ impl Default for Config {
             cpu_limit_cores: 1.0,
             tmp_size_mib: 256,
             sandbox_size_mib: 512,
+            open_files_limit: 1024,
+            output_limit_kib: 5 * 1024,
+            code_limit_kib: 1024,
             uid_base: 200_000,
         }
     }
@@ -142,36 +151,32 @@ impl Config {
             }
         }
         if self.reap_interval_secs == 0 || self.idle_timeout_secs == 0 {
-            return invalid(
-                "idle_timeout_secs",
-                "and reap_interval_secs must be at least 1",
-            );
+            return invalid("idle_timeout_secs", "and reap_interval_secs must be at least 1");
         }
         if self.memory_limit_mib < 64 {
             return invalid("memory_limit_mib", "must be at least 64");
         }
+        if self.open_files_limit < 64 {
+            return invalid("open_files_limit", "must be at least 64");
+        }
+        if self.output_limit_kib == 0 || self.code_limit_kib == 0 {
+            return invalid("output_limit_kib", "and code_limit_kib must be at least 1");
+        }
+        if self.code_limit_kib > 64 * 1024 {
+            return invalid("code_limit_kib", "must be at most 65536 (64 MiB)");
+        }
         if self.pids_limit < 16 {
             return invalid("pids_limit", "must be at least 16");
         }
-        if self.uid_base < 1000
-            || self
-                .uid_base
-                .checked_add(self.max_sandboxes as u32)
-                .is_none()
-        {
-            return invalid(
-                "uid_base",
-                "must be at least 1000 and leave room for max_sandboxes uids",
-            );
+        if self.uid_base < 1000 || self.uid_base.checked_add(self.max_sandboxes as u32).is_none() {
+            return invalid("uid_base", "must be at least 1000 and leave room for max_sandboxes uids");
         }
         Ok(())
     }
 
     /// The kernel environment's directory.
     pub fn kernel_env_dir(&self) -> PathBuf {
-        self.kernel_env
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("kernel-env"))
+        self.kernel_env.clone().unwrap_or_else(|| self.data_dir.join("kernel-env"))
     }
 
     /// The execution timeout.
@@ -182,11 +187,7 @@ impl Config {
 
 /// Command line of `code-interpreter`.
 #[derive(Debug, Parser)]
-#[command(
-    name = "code-interpreter",
-    version,
-    about = "Stateful, sandboxed Python sessions over HTTP"
-)]
+#[command(name = "code-interpreter", version, about = "Stateful, sandboxed Python sessions over HTTP")]
 pub struct Cli {
     /// TOML file with settings (keys as the flags, with underscores).
     #[arg(long, global = true, value_name = "FILE")]
@@ -280,6 +281,18 @@ pub struct Settings {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox_size_mib: Option<u64>,
+    /// Open files per sandbox process [default: 1024]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_files_limit: Option<u64>,
+    /// Output kept per execution in KiB [default: 5120]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_limit_kib: Option<u64>,
+    /// Largest code per request in KiB [default: 1024]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_limit_kib: Option<u64>,
     /// First uid given to sandboxes [default: 200000]
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -296,17 +309,10 @@ mod tests {
     #[test]
     fn layers_override_in_order() {
         Jail::expect_with(|jail| {
-            jail.create_file(
-                "c.toml",
-                "max_sandboxes = 7\nwarm_sandboxes = 2\nexecution_timeout_secs = 3.5",
-            )?;
+            jail.create_file("c.toml", "max_sandboxes = 7\nwarm_sandboxes = 2\nexecution_timeout_secs = 3.5")?;
             jail.set_env("CODE_INTERPRETER_WARM_SANDBOXES", "3");
-            let flags = Settings {
-                execution_timeout_secs: Some(1.5),
-                ..Settings::default()
-            };
-            let config =
-                Config::load(Some(Path::new("c.toml")), &flags).map_err(|e| e.to_string())?;
+            let flags = Settings { execution_timeout_secs: Some(1.5), ..Settings::default() };
+            let config = Config::load(Some(Path::new("c.toml")), &flags).map_err(|e| e.to_string())?;
             assert_eq!(config.max_sandboxes, 7);
             assert_eq!(config.warm_sandboxes, 3);
             assert_eq!(config.execution_timeout_secs, 1.5);
@@ -325,8 +331,7 @@ mod tests {
             jail.create_file("zero.toml", "max_sandboxes = 0")?;
             let err = Config::load(Some(Path::new("zero.toml")), &Settings::default()).unwrap_err();
             assert!(err.to_string().contains("max_sandboxes"), "{err}");
-            let err =
-                Config::load(Some(Path::new("missing.toml")), &Settings::default()).unwrap_err();
+            let err = Config::load(Some(Path::new("missing.toml")), &Settings::default()).unwrap_err();
             assert!(err.to_string().contains("missing.toml"), "{err}");
             Ok(())
         });
@@ -339,10 +344,7 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:3874");
         assert_eq!((config.warm_sandboxes, config.max_sandboxes), (5, 30));
         assert_eq!(config.execution_timeout_secs, 10.0);
-        assert_eq!(
-            (config.idle_timeout_secs, config.reap_interval_secs),
-            (3600, 300)
-        );
+        assert_eq!((config.idle_timeout_secs, config.reap_interval_secs), (3600, 300));
         assert_eq!(config.memory_limit_mib, 1024);
     }
 }

@@ -45,13 +45,8 @@ const TAIL_LINES: usize = 25;
 /// The default location: `$XDG_DATA_HOME/code-interpreter/kernel-env`, else
 /// `$HOME/.local/share/code-interpreter/kernel-env`; `None` when neither variable is usable.
 pub fn default_root() -> Option<PathBuf> {
-    let absolute_var = |name: &str| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    let base = absolute_var("XDG_DATA_HOME")
-        .or_else(|| absolute_var("HOME").map(|home| home.join(".local/share")))?;
+    let absolute_var = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    let base = absolute_var("XDG_DATA_HOME").or_else(|| absolute_var("HOME").map(|home| home.join(".local/share")))?;
     Some(base.join("code-interpreter").join("kernel-env"))
 }
 
@@ -190,10 +185,7 @@ pub enum EnvError {
 
 /// Shorthand for `map_err` into [`EnvError::Io`].
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EnvError + '_ {
-    move |source| EnvError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| EnvError::Io { path: path.to_path_buf(), source }
 }
 
 /// Contents of `kernel-env.json`.
@@ -217,18 +209,13 @@ struct EnvMeta {
 fn inputs_hash() -> String {
     let mut h = Sha256::new();
     h.update(format!("layout {LAYOUT_VERSION}\n"));
-    for (name, text) in [
-        ("requirements.txt", REQUIREMENTS),
-        ("matplotlibrc", MATPLOTLIBRC),
-        ("setup_env.py", SETUP_SCRIPT),
-    ] {
+    for (name, text) in
+        [("requirements.txt", REQUIREMENTS), ("matplotlibrc", MATPLOTLIBRC), ("setup_env.py", SETUP_SCRIPT)]
+    {
         h.update(format!("{name} {}\n", text.len()));
         h.update(text);
     }
-    h.finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
 }
 
 /// A sync check without creating anything: `Some(env)` if `root` holds a complete environment for the current
@@ -268,9 +255,7 @@ pub async fn ensure(root: &Path, python: &Path) -> Result<KernelEnv, EnvError> {
         return Ok(env);
     }
     if let Some(parent) = root.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(io_err(parent))?;
+        tokio::fs::create_dir_all(parent).await.map_err(io_err(parent))?;
     }
     let _lock = lock_exclusive(sibling(&root, "lock")).await?;
     // Whoever held the lock before us may have just built it.
@@ -292,12 +277,7 @@ fn sibling(root: &Path, suffix: &str) -> PathBuf {
 /// Released when the returned value is dropped or the process dies.
 async fn lock_exclusive(path: PathBuf) -> Result<Flock<File>, EnvError> {
     tokio::task::spawn_blocking(move || {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
         let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(lock),
             Err((file, Errno::EWOULDBLOCK)) => {
@@ -342,11 +322,7 @@ async fn build(root: &Path, python: &Path) -> Result<KernelEnv, EnvError> {
 
     eprintln!("[1/4] checking {}", python.display());
     let probe = probe_python(python).await?;
-    eprintln!(
-        "      Python {} at {}",
-        probe.version_string(),
-        probe.base_prefix.display()
-    );
+    eprintln!("      Python {} at {}", probe.version_string(), probe.base_prefix.display());
 
     eprintln!("[2/4] creating virtualenv at {}", partial.display());
     remove_any(&partial).await?; // left over from an interrupted build
@@ -360,21 +336,13 @@ async fn build(root: &Path, python: &Path) -> Result<KernelEnv, EnvError> {
         .await
         .map_err(|e| spawn_err(python, e))?;
     if !out.status.success() {
-        return Err(EnvError::VenvFailed {
-            path: partial,
-            status: out.status,
-            output: tail_of_output(&out),
-        });
+        return Err(EnvError::VenvFailed { path: partial, status: out.status, output: tail_of_output(&out) });
     }
     let share = partial.join(SHARE_DIR);
-    tokio::fs::create_dir_all(&share)
-        .await
-        .map_err(io_err(&share))?;
-    for (name, text) in [
-        ("requirements.txt", REQUIREMENTS),
-        ("matplotlibrc", MATPLOTLIBRC),
-        ("setup_env.py", SETUP_SCRIPT),
-    ] {
+    tokio::fs::create_dir_all(&share).await.map_err(io_err(&share))?;
+    for (name, text) in
+        [("requirements.txt", REQUIREMENTS), ("matplotlibrc", MATPLOTLIBRC), ("setup_env.py", SETUP_SCRIPT)]
+    {
         let path = share.join(name);
         tokio::fs::write(&path, text).await.map_err(io_err(&path))?;
     }
@@ -394,10 +362,7 @@ async fn build(root: &Path, python: &Path) -> Result<KernelEnv, EnvError> {
         .await
         .map_err(|e| spawn_err(&venv_python, e))?;
     if !out.status.success() {
-        return Err(EnvError::SetupFailed {
-            status: out.status,
-            output: tail_of_output(&out),
-        });
+        return Err(EnvError::SetupFailed { status: out.status, output: tail_of_output(&out) });
     }
     eprintln!("      {}", String::from_utf8_lossy(&out.stdout).trim());
 
@@ -407,10 +372,7 @@ async fn build(root: &Path, python: &Path) -> Result<KernelEnv, EnvError> {
         base_prefix: probe.base_prefix.clone(),
         python_version: probe.version_string(),
         base_executable: probe.executable.clone(),
-        created_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs(),
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
         build_seconds: started.elapsed().as_secs_f64(),
     };
     write_meta(&partial, &meta)?;
@@ -421,15 +383,10 @@ async fn build(root: &Path, python: &Path) -> Result<KernelEnv, EnvError> {
     if tokio::fs::symlink_metadata(root).await.is_ok() {
         tokio::fs::rename(root, &old).await.map_err(io_err(root))?;
     }
-    tokio::fs::rename(&partial, root)
-        .await
-        .map_err(io_err(root))?;
+    tokio::fs::rename(&partial, root).await.map_err(io_err(root))?;
     remove_any(&old).await?;
 
-    eprintln!(
-        "kernel environment ready in {} s",
-        started.elapsed().as_secs()
-    );
+    eprintln!("kernel environment ready in {} s", started.elapsed().as_secs());
     existing(root).ok_or_else(|| EnvError::Io {
         path: root.join(META_FILE),
         source: std::io::Error::other("the environment just built does not check out as complete"),
@@ -482,10 +439,7 @@ print(json.dumps({
 
 /// Runs the probe and checks the answer.
 async fn probe_python(python: &Path) -> Result<Probe, EnvError> {
-    let broken = |detail: String| EnvError::PythonBroken {
-        python: python.to_path_buf(),
-        detail,
-    };
+    let broken = |detail: String| EnvError::PythonBroken { python: python.to_path_buf(), detail };
     let run = quiet_command(python).arg("-c").arg(PROBE_SCRIPT).output();
     let out = match tokio::time::timeout(Duration::from_secs(60), run).await {
         Err(_) => return Err(broken("no answer within 60 s".into())),
@@ -494,25 +448,15 @@ async fn probe_python(python: &Path) -> Result<Probe, EnvError> {
     if !out.status.success() {
         return Err(broken(format!("{}: {}", out.status, tail_of_output(&out))));
     }
-    let probe: Probe = serde_json::from_slice(&out.stdout).map_err(|e| {
-        broken(format!(
-            "unexpected answer ({e}): {}",
-            String::from_utf8_lossy(&out.stdout).trim()
-        ))
-    })?;
+    let probe: Probe = serde_json::from_slice(&out.stdout)
+        .map_err(|e| broken(format!("unexpected answer ({e}): {}", String::from_utf8_lossy(&out.stdout).trim())))?;
     let (major, minor, _) = probe.version;
     if (major, minor) < MIN_PYTHON {
-        return Err(EnvError::PythonTooOld {
-            python: python.to_path_buf(),
-            version: probe.version_string(),
-        });
+        return Err(EnvError::PythonTooOld { python: python.to_path_buf(), version: probe.version_string() });
     }
     for (ok, module) in [(probe.venv, "venv"), (probe.ensurepip, "ensurepip")] {
         if !ok {
-            return Err(EnvError::VenvUnavailable {
-                python: python.to_path_buf(),
-                module,
-            });
+            return Err(EnvError::VenvUnavailable { python: python.to_path_buf(), module });
         }
     }
     Ok(probe)
@@ -535,24 +479,17 @@ fn quiet_command(program: &Path) -> Command {
 /// Maps a failure to start `program` to [`EnvError::PythonMissing`] when it does not exist.
 fn spawn_err(program: &Path, e: std::io::Error) -> EnvError {
     match e.kind() {
-        ErrorKind::NotFound => EnvError::PythonMissing {
-            python: program.to_path_buf(),
-        },
-        ErrorKind::PermissionDenied => EnvError::PythonBroken {
-            python: program.to_path_buf(),
-            detail: "not executable".into(),
-        },
+        ErrorKind::NotFound => EnvError::PythonMissing { python: program.to_path_buf() },
+        ErrorKind::PermissionDenied => {
+            EnvError::PythonBroken { python: program.to_path_buf(), detail: "not executable".into() }
+        }
         _ => io_err(program)(e),
     }
 }
 
 /// The last [`TAIL_LINES`] lines of a finished command's stdout and stderr.
 fn tail_of_output(out: &std::process::Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
@@ -571,10 +508,7 @@ async fn pip_install(venv_python: &Path, requirements: &Path) -> Result<(), EnvE
         .spawn()
         .map_err(|e| spawn_err(venv_python, e))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    fn forward(
-        stream: impl AsyncRead + Unpin + Send + 'static,
-        tx: tokio::sync::mpsc::UnboundedSender<String>,
-    ) {
+    fn forward(stream: impl AsyncRead + Unpin + Send + 'static, tx: tokio::sync::mpsc::UnboundedSender<String>) {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -598,10 +532,7 @@ async fn pip_install(venv_python: &Path, requirements: &Path) -> Result<(), EnvE
     if status.success() {
         Ok(())
     } else {
-        Err(EnvError::PipFailed {
-            status,
-            tail: Vec::from(tail).join("\n"),
-        })
+        Err(EnvError::PipFailed { status, tail: Vec::from(tail).join("\n") })
     }
 }
 
@@ -658,16 +589,10 @@ mod tests {
         assert_eq!(env.python, root.join("bin/python"));
         assert_eq!(env.base_prefix, base);
         assert_eq!(env.python_version, "3.11.7");
-        assert_eq!(
-            env.matplotlibrc,
-            root.join("share/code-interpreter/matplotlibrc")
-        );
+        assert_eq!(env.matplotlibrc, root.join("share/code-interpreter/matplotlibrc"));
         assert_eq!(
             env.kernel_vars(Path::new("/opt/kernel-env")),
-            vec![(
-                "MATPLOTLIBRC",
-                PathBuf::from("/opt/kernel-env/share/code-interpreter/matplotlibrc")
-            )]
+            vec![("MATPLOTLIBRC", PathBuf::from("/opt/kernel-env/share/code-interpreter/matplotlibrc"))]
         );
 
         // Made from other requirements: rebuilt.
@@ -695,14 +620,8 @@ mod tests {
     #[test]
     fn sibling_paths_and_default_root() {
         let root = Path::new("/data/code-interpreter/kernel-env");
-        assert_eq!(
-            sibling(root, "partial"),
-            Path::new("/data/code-interpreter/kernel-env.partial")
-        );
-        assert_eq!(
-            sibling(root, "lock"),
-            Path::new("/data/code-interpreter/kernel-env.lock")
-        );
+        assert_eq!(sibling(root, "partial"), Path::new("/data/code-interpreter/kernel-env.partial"));
+        assert_eq!(sibling(root, "lock"), Path::new("/data/code-interpreter/kernel-env.lock"));
         if let Some(r) = default_root() {
             assert!(r.is_absolute());
             assert!(r.ends_with("code-interpreter/kernel-env"));
@@ -713,9 +632,7 @@ mod tests {
     async fn ensure_reuses_a_complete_env_without_running_python() {
         let dir = tempfile::tempdir().unwrap();
         let root = fake_env(dir.path(), &meta_for(dir.path()));
-        let env = ensure(&root, Path::new("/nonexistent/python3"))
-            .await
-            .unwrap();
+        let env = ensure(&root, Path::new("/nonexistent/python3")).await.unwrap();
         assert_eq!(env.root, root);
     }
 
@@ -725,10 +642,7 @@ mod tests {
         let root = dir.path().join("env");
         let python = dir.path().join("no-such-python3");
         let err = ensure(&root, &python).await.unwrap_err();
-        assert!(
-            matches!(&err, EnvError::PythonMissing { python: p } if *p == python),
-            "{err:?}"
-        );
+        assert!(matches!(&err, EnvError::PythonMissing { python: p } if *p == python), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("no-such-python3 not found"), "{msg}");
         assert!(msg.contains("--python PATH"), "{msg}");
@@ -741,8 +655,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("python3");
         std::fs::write(&fake, "#!/bin/sh\necho 'I am not python' >&2\nexit 3\n").unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let err = ensure(&dir.path().join("env"), &fake).await.unwrap_err();
         assert!(matches!(err, EnvError::PythonBroken { .. }), "{err:?}");
         let msg = err.to_string();

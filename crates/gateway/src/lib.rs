@@ -8,9 +8,11 @@
 //! - `pool`: sessions, warm kernels, limits, refill and reaping; knows kernels, nothing of HTTP.
 //! - `launcher`: how a kernel is started: the `Launcher` trait and the sandboxed implementation.
 //! - `telemetry`: logging.
+//! - `harness`: the server binary as a child process, for the tests and the soak command.
 
 pub mod api;
 pub mod config;
+pub mod harness;
 pub mod kernel_env;
 pub mod launcher;
 pub mod pool;
@@ -27,7 +29,7 @@ use crate::config::Config;
 use crate::kernel_env::KernelEnv;
 use crate::launcher::sandboxed::SandboxLauncher;
 use crate::launcher::LaunchError;
-use crate::pool::{Deadlines, Pool, PoolConfig};
+use crate::pool::{ExecLimits, Pool, PoolConfig};
 
 /// The service could not run.
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +56,10 @@ pub async fn run(
         pool: pool.clone(),
         token: token.into(),
         memory_limit_mib: config.memory_limit_mib,
+        code_limit_bytes: (config.code_limit_kib as usize) * 1024,
     };
     let app = api::router(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     tracing::info!("stopped accepting requests; destroying sandboxes");
     pool.shutdown().await;
     served.map_err(RunError::Serve)
@@ -68,9 +69,11 @@ fn pool_config(config: &Config) -> PoolConfig {
     PoolConfig {
         warm: config.warm_sandboxes,
         max: config.max_sandboxes,
-        deadlines: Deadlines {
+        limits: ExecLimits {
             timeout: config.execution_timeout(),
             grace: Duration::from_secs_f64(config.interrupt_grace_secs),
+            output_bytes: (config.output_limit_kib as usize).saturating_mul(1024),
+            pids: config.pids_limit,
         },
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),
         reap_interval: Duration::from_secs(config.reap_interval_secs),

@@ -11,10 +11,7 @@ use gateway::{kernel_env, telemetry};
 fn main() -> ExitCode {
     // The sandbox helper: a fresh single-threaded process that applies a policy and becomes the kernel. Checked
     // before anything else so no thread or runtime exists yet.
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|arg| arg == "__sandbox-exec")
-    {
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "__sandbox-exec") {
         sandbox::exec_main();
     }
     let cli = Cli::parse();
@@ -38,8 +35,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Setup => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let env =
-                runtime.block_on(kernel_env::ensure(&config.kernel_env_dir(), &config.python))?;
+            let env = runtime.block_on(kernel_env::ensure(&config.kernel_env_dir(), &config.python))?;
             eprintln!("kernel environment ready at {}", env.root.display());
             Ok(())
         }
@@ -54,17 +50,18 @@ fn serve(config: Config, stop_on_stdin_eof: bool) -> anyhow::Result<()> {
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
         let env = kernel_env::ensure(&config.kernel_env_dir(), &config.python).await?;
         let (token, source) = token::load_or_create(&config.data_dir)?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
+        let listener =
+            tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         match &source {
             TokenSource::Env => tracing::info!(target: "gateway", "the token is AUTH_TOKEN's"),
-            TokenSource::File(path) => tracing::info!(target: "gateway", file = %path.display(), "the token is in the token file"),
+            TokenSource::File(path) => {
+                tracing::info!(target: "gateway", file = %path.display(), "the token is in the token file")
+            }
             TokenSource::Generated(path) => {
                 tracing::info!(target: "gateway", file = %path.display(), %token, "generated a new token and stored it")
             }
         }
-        tracing::info!(target: "gateway", 
+        tracing::info!(target: "gateway",
             "serving on http://{}; the token is needed in X-Auth-Token (`code-interpreter token` prints it)",
             listener.local_addr()?
         );

@@ -37,10 +37,7 @@ pub enum TokenError {
 
 /// Reads the token without creating anything: `None` when neither `AUTH_TOKEN` nor the file exists.
 pub fn read(data_dir: &Path) -> Result<Option<(String, TokenSource)>, TokenError> {
-    if let Some(token) = std::env::var("AUTH_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-    {
+    if let Some(token) = std::env::var("AUTH_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
         return Ok(Some((token.trim().to_owned(), TokenSource::Env)));
     }
     let path = data_dir.join(TOKEN_FILE);
@@ -58,18 +55,10 @@ pub fn load_or_create(data_dir: &Path) -> Result<(String, TokenSource), TokenErr
         return Ok(found);
     }
     let path = data_dir.join(TOKEN_FILE);
-    let io = |source| TokenError::Io {
-        path: path.clone(),
-        source,
-    };
+    let io = |source| TokenError::Io { path: path.clone(), source };
     std::fs::create_dir_all(data_dir).map_err(io)?;
     let token = uuid::Uuid::new_v4().to_string();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
     file.write_all(token.as_bytes()).map_err(io)?;
     Ok((token, TokenSource::Generated(path)))
 }
@@ -90,10 +79,7 @@ mod tests {
         assert!(matches!(source, TokenSource::Generated(_)));
         assert!(uuid::Uuid::parse_str(&first).is_ok());
         let mode = std::fs::metadata(dir.path().join(TOKEN_FILE)).unwrap();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
-            0o600
-        );
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
         let (second, source) = load_or_create(dir.path()).unwrap();
         assert_eq!(first, second);
         assert!(matches!(source, TokenSource::File(_)));

@@ -46,9 +46,7 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("session", &self.session)
-            .finish_non_exhaustive()
+        f.debug_struct("Client").field("session", &self.session).finish_non_exhaustive()
     }
 }
 
@@ -60,16 +58,12 @@ impl Client {
     }
 
     /// [`Client::connect`] with an explicit deadline for the kernel to bind its sockets.
-    pub async fn connect_with_timeout(
-        info: &ConnectionInfo,
-        timeout: Duration,
-    ) -> Result<Client, Error> {
+    pub async fn connect_with_timeout(info: &ConnectionInfo, timeout: Duration) -> Result<Client, Error> {
         let deadline = Instant::now() + timeout;
         let (mut shell, iopub, control) = tokio::try_join!(
             socket::connect::<DealerSocket>(info, Channel::Shell, deadline),
             async {
-                let mut iopub =
-                    socket::connect::<SubSocket>(info, Channel::IoPub, deadline).await?;
+                let mut iopub = socket::connect::<SubSocket>(info, Channel::IoPub, deadline).await?;
                 iopub.subscribe("").await.map_err(|source| Error::Connect {
                     channel: Channel::IoPub,
                     endpoint: info.endpoint(Channel::IoPub),
@@ -83,14 +77,7 @@ impl Client {
         let signer = Signer::new(&info.key);
         let session = uuid::Uuid::new_v4().to_string();
         let interrupter = Interrupter::spawn(control, signer.clone(), session.clone());
-        Ok(Client {
-            shell,
-            iopub,
-            shell_events,
-            signer,
-            session,
-            interrupter,
-        })
+        Ok(Client { shell, iopub, shell_events, signer, session, interrupter })
     }
 
     /// Waits until the kernel answers on shell AND its iopub reaches us: sends `kernel_info_request` (again
@@ -152,15 +139,9 @@ impl Client {
         on_output: &mut (dyn FnMut(Output) + Send),
     ) -> Result<ExecuteReply, Error> {
         let request = ExecuteRequest::new(code);
-        let header = socket::send(
-            &mut self.shell,
-            &self.signer,
-            Channel::Shell,
-            &self.session,
-            "execute_request",
-            &request,
-        )
-        .await?;
+        let header =
+            socket::send(&mut self.shell, &self.signer, Channel::Shell, &self.session, "execute_request", &request)
+                .await?;
         let msg_id = header.msg_id;
         let mut reply: Option<ExecuteReply> = None;
         let mut idle = false;
@@ -200,9 +181,7 @@ impl Client {
 /// Turns a shell socket event into [`Error::Disconnected`] when the kernel went away.
 fn check_alive(event: Option<SocketEvent>) -> Result<(), Error> {
     match event {
-        Some(SocketEvent::Disconnected(_)) | None => Err(Error::Disconnected {
-            channel: Channel::Shell,
-        }),
+        Some(SocketEvent::Disconnected(_)) | None => Err(Error::Disconnected { channel: Channel::Shell }),
         Some(_) => Ok(()),
     }
 }

@@ -62,10 +62,7 @@ impl ConnectionInfo {
 
     /// The JSON connection file as the kernel must see it, when `host_dir` is mounted at `dir_in_kernel` inside its sandbox.
     pub fn connection_file_json(&self, dir_in_kernel: &Path) -> String {
-        let seen_by_kernel = ConnectionInfo {
-            ip: prefix_in(dir_in_kernel),
-            ..self.clone()
-        };
+        let seen_by_kernel = ConnectionInfo { ip: prefix_in(dir_in_kernel), ..self.clone() };
         serde_json::to_string_pretty(&seen_by_kernel).expect("ConnectionInfo serializes to JSON")
     }
 
@@ -114,12 +111,8 @@ mod tests {
     fn connection_file_uses_kernel_side_path() {
         let info = ConnectionInfo::ipc(Path::new("/host/s1"));
         assert_eq!(info.endpoint(Channel::Shell), "ipc:///host/s1/k-1");
-        assert_eq!(
-            info.socket_path(Channel::IoPub).unwrap(),
-            Path::new("/host/s1/k-2")
-        );
-        let json: serde_json::Value =
-            serde_json::from_str(&info.connection_file_json(Path::new("/session"))).unwrap();
+        assert_eq!(info.socket_path(Channel::IoPub).unwrap(), Path::new("/host/s1/k-2"));
+        let json: serde_json::Value = serde_json::from_str(&info.connection_file_json(Path::new("/session"))).unwrap();
         assert_eq!(json["ip"], "/session/k");
         assert_eq!(json["transport"], "ipc");
         assert_eq!(json["signature_scheme"], "hmac-sha256");

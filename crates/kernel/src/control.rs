@@ -40,9 +40,7 @@ pub struct Interrupter {
 
 impl std::fmt::Debug for ControlRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlRequest")
-            .field("msg_type", &self.msg_type)
-            .finish_non_exhaustive()
+        f.debug_struct("ControlRequest").field("msg_type", &self.msg_type).finish_non_exhaustive()
     }
 }
 
@@ -51,10 +49,7 @@ impl Interrupter {
     pub(crate) fn spawn(socket: DealerSocket, signer: Signer, session: String) -> Self {
         let (requests, rx) = mpsc::channel(8);
         tokio::spawn(serve(socket, signer, session, rx));
-        Interrupter {
-            requests,
-            timeout: DEFAULT_CONTROL_TIMEOUT,
-        }
+        Interrupter { requests, timeout: DEFAULT_CONTROL_TIMEOUT }
     }
 
     /// The same handle with another reply timeout.
@@ -66,38 +61,18 @@ impl Interrupter {
     /// Sends `interrupt_request` and waits for `interrupt_reply`. The running cell then typically ends with a
     /// `KeyboardInterrupt` error; code stuck in C may ignore it (the caller must then kill the kernel).
     pub async fn interrupt(&self) -> Result<(), Error> {
-        self.request("interrupt_request", "interrupt_reply", json!({}))
-            .await
+        self.request("interrupt_request", "interrupt_reply", json!({})).await
     }
 
     /// Sends `shutdown_request` and waits for `shutdown_reply`; the kernel exits soon after.
     pub async fn shutdown(&self, restart: bool) -> Result<(), Error> {
-        self.request(
-            "shutdown_request",
-            "shutdown_reply",
-            json!({ "restart": restart }),
-        )
-        .await
+        self.request("shutdown_request", "shutdown_reply", json!({ "restart": restart })).await
     }
 
-    async fn request(
-        &self,
-        msg_type: &'static str,
-        reply_type: &'static str,
-        content: Value,
-    ) -> Result<(), Error> {
+    async fn request(&self, msg_type: &'static str, reply_type: &'static str, content: Value) -> Result<(), Error> {
         let (done, result) = oneshot::channel();
-        let request = ControlRequest {
-            msg_type,
-            reply_type,
-            content,
-            timeout: self.timeout,
-            done,
-        };
-        self.requests
-            .send(request)
-            .await
-            .map_err(|_| Error::Closed)?;
+        let request = ControlRequest { msg_type, reply_type, content, timeout: self.timeout, done };
+        self.requests.send(request).await.map_err(|_| Error::Closed)?;
         result.await.map_err(|_| Error::Closed)?
     }
 }
@@ -125,15 +100,7 @@ async fn round_trip(
     session: &str,
     request: &ControlRequest,
 ) -> Result<(), Error> {
-    let header = socket::send(
-        socket,
-        signer,
-        Channel::Control,
-        session,
-        request.msg_type,
-        &request.content,
-    )
-    .await?;
+    let header = socket::send(socket, signer, Channel::Control, session, request.msg_type, &request.content).await?;
     let wait_reply = async {
         loop {
             let message = socket::recv(socket, signer, Channel::Control).await?;
@@ -144,16 +111,12 @@ async fn round_trip(
     };
     let reply = tokio::time::timeout(request.timeout, wait_reply)
         .await
-        .map_err(|_| Error::Timeout {
-            what: request.reply_type,
-        })??;
+        .map_err(|_| Error::Timeout { what: request.reply_type })??;
     let content: ControlReply = reply.content("control reply content")?;
     match content.status.as_deref() {
-        Some("error") => Err(Error::Refused {
-            request: request.msg_type,
-            ename: content.ename,
-            evalue: content.evalue,
-        }),
+        Some("error") => {
+            Err(Error::Refused { request: request.msg_type, ename: content.ename, evalue: content.evalue })
+        }
         _ => Ok(()),
     }
 }

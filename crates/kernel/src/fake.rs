@@ -40,10 +40,7 @@ pub struct FakeKernel {
 impl FakeKernel {
     /// Starts a fake kernel in a fresh temporary directory.
     pub async fn start() -> Result<FakeKernel, Error> {
-        let dir = tempfile::Builder::new()
-            .prefix("fk")
-            .tempdir()
-            .expect("creating a temporary directory");
+        let dir = tempfile::Builder::new().prefix("fk").tempdir().expect("creating a temporary directory");
         let mut kernel = Self::bind(ConnectionInfo::ipc(dir.path())).await?;
         kernel._dir = Some(dir);
         Ok(kernel)
@@ -69,12 +66,7 @@ impl FakeKernel {
             tokio::spawn(run_shell(shell, state.clone())),
             tokio::spawn(run_control(control, state)),
         ];
-        Ok(FakeKernel {
-            info,
-            _dir: None,
-            tasks,
-            exited,
-        })
+        Ok(FakeKernel { info, _dir: None, tasks, exited })
     }
 
     /// Where to connect.
@@ -100,11 +92,7 @@ impl Drop for FakeKernel {
 async fn bound<S: Socket>(info: &ConnectionInfo, channel: Channel) -> Result<S, Error> {
     let endpoint = info.endpoint(channel);
     let mut socket = S::new();
-    socket.bind(&endpoint).await.map_err(|source| Error::Bind {
-        channel,
-        endpoint,
-        source,
-    })?;
+    socket.bind(&endpoint).await.map_err(|source| Error::Bind { channel, endpoint, source })?;
     Ok(socket)
 }
 
@@ -124,10 +112,7 @@ impl State {
     fn publish(&self, parent: &Bytes, msg_type: &str, content: Value) {
         let topic = Bytes::from(format!("kernel.fake.{msg_type}"));
         let header = Header::new(msg_type, &self.session);
-        let message = self
-            .signer
-            .encode(&[topic], &header, parent.clone(), &content)
-            .expect("JSON encodes");
+        let message = self.signer.encode(&[topic], &header, parent.clone(), &content).expect("JSON encodes");
         let _ = self.publish.send(message);
     }
 
@@ -135,22 +120,11 @@ impl State {
         self.publish(parent, "status", json!({ "execution_state": state }));
     }
 
-    async fn reply(
-        &self,
-        socket: &mut RouterSocket,
-        request: &Incoming,
-        msg_type: &str,
-        content: Value,
-    ) {
+    async fn reply(&self, socket: &mut RouterSocket, request: &Incoming, msg_type: &str, content: Value) {
         let header = Header::new(msg_type, &self.session);
         let message = self
             .signer
-            .encode(
-                &request.identities,
-                &header,
-                request.header_bytes.clone(),
-                &content,
-            )
+            .encode(&request.identities, &header, request.header_bytes.clone(), &content)
             .expect("JSON encodes");
         if let Err(err) = socket.send(message).await {
             tracing::debug!(error = %err, "fake kernel could not reply");
@@ -169,31 +143,15 @@ async fn run_control(mut control: RouterSocket, state: State) {
         match request.header.msg_type.as_str() {
             "interrupt_request" => {
                 state.interrupts.send_modify(|n| *n += 1);
-                state
-                    .reply(
-                        &mut control,
-                        &request,
-                        "interrupt_reply",
-                        json!({"status": "ok"}),
-                    )
-                    .await;
+                state.reply(&mut control, &request, "interrupt_reply", json!({"status": "ok"})).await;
             }
             "shutdown_request" => {
-                let restart = request
-                    .content::<Value>("shutdown content")
-                    .ok()
-                    .map(|c| c["restart"] == true);
+                let restart = request.content::<Value>("shutdown content").ok().map(|c| c["restart"] == true);
                 let content = json!({"status": "ok", "restart": restart.unwrap_or(false)});
-                state
-                    .reply(&mut control, &request, "shutdown_reply", content)
-                    .await;
+                state.reply(&mut control, &request, "shutdown_reply", content).await;
                 let _ = state.exit.send(true);
             }
-            "kernel_info_request" => {
-                state
-                    .reply(&mut control, &request, "kernel_info_reply", kernel_info())
-                    .await
-            }
+            "kernel_info_request" => state.reply(&mut control, &request, "kernel_info_reply", kernel_info()).await,
             _ => {}
         }
     }
@@ -213,11 +171,7 @@ async fn run_shell(mut shell: RouterSocket, state: State) {
         let parent = &request.header_bytes;
         state.status(parent, "busy");
         match request.header.msg_type.as_str() {
-            "kernel_info_request" => {
-                state
-                    .reply(&mut shell, &request, "kernel_info_reply", kernel_info())
-                    .await
-            }
+            "kernel_info_request" => state.reply(&mut shell, &request, "kernel_info_reply", kernel_info()).await,
             "execute_request" => {
                 execution_count += 1;
                 let code = request
@@ -225,24 +179,11 @@ async fn run_shell(mut shell: RouterSocket, state: State) {
                     .ok()
                     .and_then(|c| c["code"].as_str().map(str::to_owned));
                 let code = code.unwrap_or_default();
-                state.publish(
-                    parent,
-                    "execute_input",
-                    json!({"code": code, "execution_count": execution_count}),
-                );
+                state.publish(parent, "execute_input", json!({"code": code, "execution_count": execution_count}));
                 let reply = execute(&state, parent, &code, execution_count).await;
-                state
-                    .reply(&mut shell, &request, "execute_reply", reply)
-                    .await;
-                for text in code
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("after_reply:"))
-                {
-                    state.publish(
-                        parent,
-                        "stream",
-                        json!({"name": "stdout", "text": format!("{text}\n")}),
-                    );
+                state.reply(&mut shell, &request, "execute_reply", reply).await;
+                for text in code.lines().filter_map(|line| line.strip_prefix("after_reply:")) {
+                    state.publish(parent, "stream", json!({"name": "stdout", "text": format!("{text}\n")}));
                 }
             }
             _ => {}
@@ -266,17 +207,11 @@ async fn execute(state: &State, parent: &Bytes, code: &str, count: i64) -> Value
             ),
             "display" => {
                 let (mime, data) = arg.split_once(':').unwrap_or((arg, ""));
-                state.publish(
-                    parent,
-                    "display_data",
-                    json!({"data": {mime: data}, "metadata": {}, "transient": {}}),
-                );
+                state.publish(parent, "display_data", json!({"data": {mime: data}, "metadata": {}, "transient": {}}));
             }
             "clear" => state.publish(parent, "clear_output", json!({"wait": false})),
             "foreign" => {
-                let foreign = Bytes::from(
-                    serde_json::to_vec(&Header::new("execute_request", "other")).expect("JSON"),
-                );
+                let foreign = Bytes::from(serde_json::to_vec(&Header::new("execute_request", "other")).expect("JSON"));
                 state.publish(&foreign, "stream", stream("stdout", arg));
             }
             "error" => return error(state, parent, count, arg, "scripted error"),
@@ -298,11 +233,7 @@ async fn execute(state: &State, parent: &Bytes, code: &str, count: i64) -> Value
 /// Publishes an error output and returns the matching error reply.
 fn error(state: &State, parent: &Bytes, count: i64, ename: &str, evalue: &str) -> Value {
     let traceback = [format!("{ename}: {evalue}")];
-    state.publish(
-        parent,
-        "error",
-        json!({"ename": ename, "evalue": evalue, "traceback": traceback}),
-    );
+    state.publish(parent, "error", json!({"ename": ename, "evalue": evalue, "traceback": traceback}));
     json!({"status": "error", "execution_count": count, "ename": ename, "evalue": evalue, "traceback": traceback})
 }
 

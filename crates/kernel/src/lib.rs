@@ -40,7 +40,4 @@ pub use control::Interrupter;
 pub use error::{Channel, Error};
 #[cfg(feature = "fake-kernel")]
 pub use fake::FakeKernel;
-pub use message::{
-    ErrorInfo, ExecuteReply, ExecuteStatus, KernelInfo, LanguageInfo, MimeBundle, Output,
-    StreamName,
-};
+pub use message::{ErrorInfo, ExecuteReply, ExecuteStatus, KernelInfo, LanguageInfo, MimeBundle, Output, StreamName};

@@ -139,17 +139,11 @@ impl Output {
         let output = match msg_type {
             "stream" => {
                 let c: StreamContent = de("stream content", content)?;
-                Output::Stream {
-                    name: c.name,
-                    text: c.text,
-                }
+                Output::Stream { name: c.name, text: c.text }
             }
             "display_data" => {
                 let c: DisplayContent = de("display_data content", content)?;
-                Output::DisplayData {
-                    data: c.data,
-                    metadata: c.metadata,
-                }
+                Output::DisplayData { data: c.data, metadata: c.metadata }
             }
             "execute_result" => {
                 let c: DisplayContent = de("execute_result content", content)?;
@@ -217,11 +211,8 @@ struct ExecuteReplyContent {
 impl ExecuteReply {
     /// Decodes `execute_reply` content.
     pub fn from_content(content: &[u8]) -> Result<Self, Error> {
-        let c: ExecuteReplyContent =
-            serde_json::from_slice(content).map_err(|source| Error::Decode {
-                what: "execute_reply content",
-                source,
-            })?;
+        let c: ExecuteReplyContent = serde_json::from_slice(content)
+            .map_err(|source| Error::Decode { what: "execute_reply content", source })?;
         let error = match (c.status, c.ename) {
             (ExecuteStatus::Error, ename) => Some(ErrorInfo {
                 ename: ename.unwrap_or_default(),
@@ -230,11 +221,7 @@ impl ExecuteReply {
             }),
             _ => None,
         };
-        Ok(ExecuteReply {
-            status: c.status,
-            execution_count: c.execution_count,
-            error,
-        })
+        Ok(ExecuteReply { status: c.status, execution_count: c.execution_count, error })
     }
 }
 
@@ -301,10 +288,7 @@ mod tests {
     fn outputs_decode() {
         assert_eq!(
             out("stream", json!({"name": "stderr", "text": "oops\n"})),
-            Some(Output::Stream {
-                name: StreamName::Stderr,
-                text: "oops\n".into()
-            })
+            Some(Output::Stream { name: StreamName::Stderr, text: "oops\n".into() })
         );
         let Some(Output::DisplayData { data, metadata }) = out(
             "display_data",
@@ -314,40 +298,20 @@ mod tests {
         };
         assert_eq!(data["image/png"], "aGk=");
         assert_eq!(metadata["image/png"]["width"], 1);
-        let Some(Output::ExecuteResult {
-            execution_count,
-            data,
-            ..
-        }) = out(
-            "execute_result",
-            json!({"execution_count": 3, "data": {"text/plain": "2"}, "metadata": {}}),
-        )
+        let Some(Output::ExecuteResult { execution_count, data, .. }) =
+            out("execute_result", json!({"execution_count": 3, "data": {"text/plain": "2"}, "metadata": {}}))
         else {
             panic!("not execute_result")
         };
+        assert_eq!((execution_count, data["text/plain"].as_str()), (3, Some("2")));
         assert_eq!(
-            (execution_count, data["text/plain"].as_str()),
-            (3, Some("2"))
+            out("error", json!({"ename": "E", "evalue": "v", "traceback": ["t"]})),
+            Some(Output::Error(ErrorInfo { ename: "E".into(), evalue: "v".into(), traceback: vec!["t".into()] }))
         );
-        assert_eq!(
-            out(
-                "error",
-                json!({"ename": "E", "evalue": "v", "traceback": ["t"]})
-            ),
-            Some(Output::Error(ErrorInfo {
-                ename: "E".into(),
-                evalue: "v".into(),
-                traceback: vec!["t".into()]
-            }))
-        );
-        assert_eq!(
-            out("clear_output", json!({"wait": true})),
-            Some(Output::ClearOutput { wait: true })
-        );
-        let Some(Output::UpdateDisplayData { display_id, .. }) = out(
-            "update_display_data",
-            json!({"data": {}, "metadata": {}, "transient": {"display_id": "d1"}}),
-        ) else {
+        assert_eq!(out("clear_output", json!({"wait": true})), Some(Output::ClearOutput { wait: true }));
+        let Some(Output::UpdateDisplayData { display_id, .. }) =
+            out("update_display_data", json!({"data": {}, "metadata": {}, "transient": {"display_id": "d1"}}))
+        else {
             panic!("not update_display_data")
         };
         assert_eq!(display_id.as_deref(), Some("d1"));
@@ -358,35 +322,21 @@ mod tests {
     fn non_outputs_and_garbage() {
         assert_eq!(out("status", json!({"execution_state": "idle"})), None);
         assert_eq!(out("execute_input", json!({"code": "1"})), None);
-        assert!(matches!(
-            Output::from_iopub("stream", b"{\"name\": 1}"),
-            Err(Error::Decode { .. })
-        ));
+        assert!(matches!(Output::from_iopub("stream", b"{\"name\": 1}"), Err(Error::Decode { .. })));
     }
 
     /// Pins execute_reply decoding for ok, error and aborted.
     #[test]
     fn execute_replies_decode() {
-        let ok = ExecuteReply::from_content(br#"{"status":"ok","execution_count":2,"payload":[]}"#)
-            .unwrap();
-        assert_eq!(
-            ok,
-            ExecuteReply {
-                status: ExecuteStatus::Ok,
-                execution_count: Some(2),
-                error: None
-            }
-        );
+        let ok = ExecuteReply::from_content(br#"{"status":"ok","execution_count":2,"payload":[]}"#).unwrap();
+        assert_eq!(ok, ExecuteReply { status: ExecuteStatus::Ok, execution_count: Some(2), error: None });
         let err = ExecuteReply::from_content(
             br#"{"status":"error","execution_count":3,"ename":"NameError","evalue":"x","traceback":[]}"#,
         )
         .unwrap();
         assert_eq!(err.error.unwrap().ename, "NameError");
         let aborted = ExecuteReply::from_content(br#"{"status":"aborted"}"#).unwrap();
-        assert_eq!(
-            (aborted.status, aborted.execution_count),
-            (ExecuteStatus::Aborted, None)
-        );
+        assert_eq!((aborted.status, aborted.execution_count), (ExecuteStatus::Aborted, None));
     }
 
     /// Pins the execute_request we send: visible, stored, no stdin.

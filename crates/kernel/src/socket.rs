@@ -18,33 +18,19 @@ const SOCKET_FILE_POLL: Duration = Duration::from_millis(5);
 ///
 /// We poll for the socket file ourselves (every 5 ms) because zeromq's own retry backs off exponentially,
 /// which would add up to a second to a sandboxed kernel's start.
-pub(crate) async fn connect<S: Socket>(
-    info: &ConnectionInfo,
-    channel: Channel,
-    deadline: Instant,
-) -> Result<S, Error> {
+pub(crate) async fn connect<S: Socket>(info: &ConnectionInfo, channel: Channel, deadline: Instant) -> Result<S, Error> {
     let endpoint = info.endpoint(channel);
-    let connect_error = |source| Error::Connect {
-        channel,
-        endpoint: endpoint.clone(),
-        source,
-    };
+    let connect_error = |source| Error::Connect { channel, endpoint: endpoint.clone(), source };
     if let Some(path) = info.socket_path(channel) {
         while !tokio::fs::try_exists(&path).await.unwrap_or(false) {
             if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: "kernel socket files",
-                });
+                return Err(Error::Timeout { what: "kernel socket files" });
             }
             tokio::time::sleep(SOCKET_FILE_POLL).await;
         }
     }
     let mut options = SocketOptions::default();
-    options.connect_timeout(
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1)),
-    );
+    options.connect_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
     let mut socket = S::with_options(options);
     socket.connect(&endpoint).await.map_err(connect_error)?;
     Ok(socket)
@@ -61,11 +47,7 @@ pub(crate) async fn send<C: Serialize>(
 ) -> Result<Header, Error> {
     let header = Header::new(msg_type, session);
     let message = signer.encode(&[], &header, bytes::Bytes::from_static(b"{}"), content)?;
-    socket.send(message).await.map_err(|source| Error::Send {
-        channel,
-        msg_type,
-        source,
-    })?;
+    socket.send(message).await.map_err(|source| Error::Send { channel, msg_type, source })?;
     Ok(header)
 }
 
@@ -73,16 +55,9 @@ pub(crate) async fn send<C: Serialize>(
 /// garbled message must not end a session, and must not be acted on either.
 ///
 /// Cancel-safe: the only await is the socket's receive, which loses nothing when dropped.
-pub(crate) async fn recv(
-    socket: &mut impl SocketRecv,
-    signer: &Signer,
-    channel: Channel,
-) -> Result<Incoming, Error> {
+pub(crate) async fn recv(socket: &mut impl SocketRecv, signer: &Signer, channel: Channel) -> Result<Incoming, Error> {
     loop {
-        let message = socket
-            .recv()
-            .await
-            .map_err(|source| Error::Recv { channel, source })?;
+        let message = socket.recv().await.map_err(|source| Error::Recv { channel, source })?;
         match signer.decode(message, channel) {
             Ok(incoming) => return Ok(incoming),
             Err(err) => tracing::warn!(%channel, error = %err, "dropping invalid kernel message"),

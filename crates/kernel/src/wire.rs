@@ -87,10 +87,7 @@ impl Incoming {
     }
 
     /// Decodes the content as `T`, naming `what` on failure.
-    pub(crate) fn content<'a, T: Deserialize<'a>>(
-        &'a self,
-        what: &'static str,
-    ) -> Result<T, Error> {
+    pub(crate) fn content<'a, T: Deserialize<'a>>(&'a self, what: &'static str) -> Result<T, Error> {
         serde_json::from_slice(&self.content).map_err(|source| Error::Decode { what, source })
     }
 }
@@ -105,9 +102,8 @@ pub(crate) struct Signer {
 impl Signer {
     /// A signer for `key` (its UTF-8 bytes are the HMAC key).
     pub(crate) fn new(key: &str) -> Self {
-        let mac = (!key.is_empty()).then(|| {
-            Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length")
-        });
+        let mac = (!key.is_empty())
+            .then(|| Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length"));
         Signer { mac }
     }
 
@@ -133,8 +129,7 @@ impl Signer {
             return true;
         };
         let mut signature = [0u8; 32];
-        hex::decode_to_slice(signature_hex, &mut signature).is_ok()
-            && mac.verify_slice(&signature).is_ok()
+        hex::decode_to_slice(signature_hex, &mut signature).is_ok() && mac.verify_slice(&signature).is_ok()
     }
 
     /// Frames and signs a message. `parent` is the raw parent header (`b"{}"` for none).
@@ -145,14 +140,8 @@ impl Signer {
         parent: Bytes,
         content: &C,
     ) -> Result<ZmqMessage, Error> {
-        let header = serde_json::to_vec(header).map_err(|source| Error::Decode {
-            what: "header",
-            source,
-        })?;
-        let content = serde_json::to_vec(content).map_err(|source| Error::Decode {
-            what: "content",
-            source,
-        })?;
+        let header = serde_json::to_vec(header).map_err(|source| Error::Decode { what: "header", source })?;
+        let content = serde_json::to_vec(content).map_err(|source| Error::Decode { what: "content", source })?;
         let metadata = Bytes::from_static(EMPTY_OBJECT);
         let signature = self.sign([&header, &parent, &metadata, &content]);
         let mut frames = Vec::with_capacity(identities.len() + 6);
@@ -172,15 +161,9 @@ impl Signer {
         let delimiter = frames
             .iter()
             .position(|frame| frame.as_ref() == DELIMITER)
-            .ok_or(Error::Framing {
-                channel,
-                problem: "no <IDS|MSG> delimiter",
-            })?;
+            .ok_or(Error::Framing { channel, problem: "no <IDS|MSG> delimiter" })?;
         if frames.len() < delimiter + 6 {
-            return Err(Error::Framing {
-                channel,
-                problem: "fewer than 5 frames after the delimiter",
-            });
+            return Err(Error::Framing { channel, problem: "fewer than 5 frames after the delimiter" });
         }
         let mut rest = frames.split_off(delimiter + 1);
         frames.truncate(delimiter);
@@ -192,15 +175,9 @@ impl Signer {
             return Err(Error::Signature { channel });
         }
         let header: Header =
-            serde_json::from_slice(&header_bytes).map_err(|source| Error::Decode {
-                what: "header",
-                source,
-            })?;
+            serde_json::from_slice(&header_bytes).map_err(|source| Error::Decode { what: "header", source })?;
         let parent: ParentRef =
-            serde_json::from_slice(&parent).map_err(|source| Error::Decode {
-                what: "parent_header",
-                source,
-            })?;
+            serde_json::from_slice(&parent).map_err(|source| Error::Decode { what: "parent_header", source })?;
         Ok(Incoming {
             identities: frames,
             header,
@@ -220,9 +197,7 @@ mod tests {
         let signer = Signer::new("secret");
         let header = Header::new("execute_request", "s1");
         let parent = Bytes::from_static(br#"{"msg_id":"p1","msg_type":"x"}"#);
-        let message = signer
-            .encode(identities, &header, parent, &json!({"code": "1+1"}))
-            .unwrap();
+        let message = signer.encode(identities, &header, parent, &json!({"code": "1+1"})).unwrap();
         (signer, header, message)
     }
 
@@ -244,16 +219,8 @@ mod tests {
     #[test]
     fn signature_matches_reference() {
         let signer = Signer::new("key");
-        let sig = signer.sign([
-            b"The quick brown fox ",
-            b"jumps over ",
-            b"the lazy dog",
-            b"",
-        ]);
-        assert_eq!(
-            &sig[..],
-            b"f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
-        );
+        let sig = signer.sign([b"The quick brown fox ", b"jumps over ", b"the lazy dog", b""]);
+        assert_eq!(&sig[..], b"f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8");
     }
 
     /// Pins rejection of messages signed with another key or tampered with.
@@ -261,33 +228,20 @@ mod tests {
     fn bad_signatures_are_rejected() {
         let (_, _, message) = signed(&[]);
         let other = Signer::new("other");
-        assert!(matches!(
-            other.decode(message.clone(), Channel::IoPub),
-            Err(Error::Signature { .. })
-        ));
+        assert!(matches!(other.decode(message.clone(), Channel::IoPub), Err(Error::Signature { .. })));
 
         let mut frames = message.into_vec();
         frames[4] = Bytes::from_static(br#"{"msg_id":"forged"}"#);
         let tampered = ZmqMessage::try_from(frames).unwrap();
         let signer = Signer::new("secret");
-        assert!(matches!(
-            signer.decode(tampered, Channel::IoPub),
-            Err(Error::Signature { .. })
-        ));
+        assert!(matches!(signer.decode(tampered, Channel::IoPub), Err(Error::Signature { .. })));
     }
 
     /// Pins that an empty key means unsigned messages, as in jupyter_client.
     #[test]
     fn empty_key_sends_empty_signature() {
         let signer = Signer::new("");
-        let message = signer
-            .encode(
-                &[],
-                &Header::new("a", "s"),
-                Bytes::from_static(b"{}"),
-                &json!({}),
-            )
-            .unwrap();
+        let message = signer.encode(&[], &Header::new("a", "s"), Bytes::from_static(b"{}"), &json!({})).unwrap();
         assert!(message.get(1).unwrap().is_empty());
         let incoming = signer.decode(message, Channel::Shell).unwrap();
         assert_eq!(incoming.parent_msg_id, None);
@@ -298,15 +252,8 @@ mod tests {
     fn malformed_frames_are_reported() {
         let signer = Signer::new("k");
         let no_delim = ZmqMessage::from("hello");
-        assert!(matches!(
-            signer.decode(no_delim, Channel::Shell),
-            Err(Error::Framing { .. })
-        ));
-        let short =
-            ZmqMessage::try_from(vec![Bytes::from_static(DELIMITER), Bytes::new()]).unwrap();
-        assert!(matches!(
-            signer.decode(short, Channel::Shell),
-            Err(Error::Framing { .. })
-        ));
+        assert!(matches!(signer.decode(no_delim, Channel::Shell), Err(Error::Framing { .. })));
+        let short = ZmqMessage::try_from(vec![Bytes::from_static(DELIMITER), Bytes::new()]).unwrap();
+        assert!(matches!(signer.decode(short, Channel::Shell), Err(Error::Framing { .. })));
     }
 }

@@ -3,16 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use kernel::{
-    Client, ConnectionInfo, Error, ExecuteReply, ExecuteStatus, FakeKernel, Output, StreamName,
-};
+use kernel::{Client, ConnectionInfo, Error, ExecuteReply, ExecuteStatus, FakeKernel, Output, StreamName};
 
 const READY: Duration = Duration::from_secs(5);
 
 async fn ready_client(kernel: &FakeKernel) -> Client {
-    let mut client = Client::connect(kernel.connection_info())
-        .await
-        .expect("connect");
+    let mut client = Client::connect(kernel.connection_info()).await.expect("connect");
     let info = client.wait_ready(READY).await.expect("ready");
     assert_eq!(info.implementation, "fake");
     client
@@ -20,18 +16,12 @@ async fn ready_client(kernel: &FakeKernel) -> Client {
 
 async fn run(client: &mut Client, code: &str) -> (Vec<Output>, ExecuteReply) {
     let mut outputs = Vec::new();
-    let reply = client
-        .execute(code, &mut |output| outputs.push(output))
-        .await
-        .expect("execute");
+    let reply = client.execute(code, &mut |output| outputs.push(output)).await.expect("execute");
     (outputs, reply)
 }
 
 fn stdout(text: &str) -> Output {
-    Output::Stream {
-        name: StreamName::Stdout,
-        text: format!("{text}\n"),
-    }
+    Output::Stream { name: StreamName::Stdout, text: format!("{text}\n") }
 }
 
 /// Pins that after `wait_ready` the very first cell's output is never lost (iopub is really connected).
@@ -42,10 +32,7 @@ async fn first_output_after_ready_is_not_lost() {
         let mut client = ready_client(&kernel).await;
         let (outputs, reply) = run(&mut client, "print:hello").await;
         assert_eq!(outputs, vec![stdout("hello")]);
-        assert_eq!(
-            (reply.status, reply.execution_count),
-            (ExecuteStatus::Ok, Some(1))
-        );
+        assert_eq!((reply.status, reply.execution_count), (ExecuteStatus::Ok, Some(1)));
     }
 }
 
@@ -58,13 +45,7 @@ async fn outputs_arrive_in_order_until_idle() {
     let (outputs, reply) = run(&mut client, code).await;
     assert_eq!(outputs.len(), 6, "{outputs:?}");
     assert_eq!(outputs[0], stdout("a"));
-    assert_eq!(
-        outputs[1],
-        Output::Stream {
-            name: StreamName::Stderr,
-            text: "b\n".into()
-        }
-    );
+    assert_eq!(outputs[1], Output::Stream { name: StreamName::Stderr, text: "b\n".into() });
     assert!(matches!(&outputs[2], Output::DisplayData { data, .. } if data["image/png"] == "aGk="));
     assert_eq!(outputs[3], Output::ClearOutput { wait: false });
     assert!(
@@ -117,9 +98,7 @@ async fn foreign_and_stale_messages_are_skipped() {
     let mut seen = Vec::new();
     let dropped = tokio::time::timeout(
         Duration::from_millis(50),
-        client.execute("print:stale1\nsleep:200\nprint:stale2", &mut |o| {
-            seen.push(o)
-        }),
+        client.execute("print:stale1\nsleep:200\nprint:stale2", &mut |o| seen.push(o)),
     )
     .await;
     assert!(dropped.is_err(), "execute should still be running");
@@ -149,9 +128,7 @@ async fn connect_waits_for_socket_files() {
 async fn connect_times_out_without_kernel() {
     let dir = tempfile::tempdir().unwrap();
     let info = ConnectionInfo::ipc(dir.path());
-    let err = Client::connect_with_timeout(&info, Duration::from_millis(100))
-        .await
-        .unwrap_err();
+    let err = Client::connect_with_timeout(&info, Duration::from_millis(100)).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
 }
 
@@ -162,10 +139,7 @@ async fn wrong_key_is_never_ready() {
     let mut info = kernel.connection_info().clone();
     info.key = "not-the-key".into();
     let mut client = Client::connect(&info).await.unwrap();
-    let err = client
-        .wait_ready(Duration::from_millis(300))
-        .await
-        .unwrap_err();
+    let err = client.wait_ready(Duration::from_millis(300)).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
 }
 
@@ -174,14 +148,8 @@ async fn wrong_key_is_never_ready() {
 async fn shutdown_over_control() {
     let kernel = FakeKernel::start().await.unwrap();
     let client = ready_client(&kernel).await;
-    client
-        .interrupter()
-        .shutdown(false)
-        .await
-        .expect("shutdown_reply");
-    tokio::time::timeout(Duration::from_secs(1), kernel.exited())
-        .await
-        .expect("exited");
+    client.interrupter().shutdown(false).await.expect("shutdown_reply");
+    tokio::time::timeout(Duration::from_secs(1), kernel.exited()).await.expect("exited");
 }
 
 /// Pins that a kernel going away mid-execution ends `execute` with `Disconnected` instead of hanging.
@@ -193,15 +161,9 @@ async fn dropped_kernel_is_noticed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(kernel);
     });
-    let result = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.execute("sleep:10000", &mut |_| {}),
-    )
-    .await
-    .expect("execute must not hang");
+    let result = tokio::time::timeout(Duration::from_secs(5), client.execute("sleep:10000", &mut |_| {}))
+        .await
+        .expect("execute must not hang");
     killer.await.unwrap();
-    assert!(
-        matches!(result, Err(Error::Disconnected { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(Error::Disconnected { .. })), "{result:?}");
 }

@@ -43,13 +43,8 @@ async fn start_kernel(test: &str) -> Option<RealKernel> {
         .spawn()
         .expect("spawning ipykernel");
     let started = Instant::now();
-    let mut client = Client::connect_with_timeout(&info, Duration::from_secs(20))
-        .await
-        .expect("connect");
-    let kernel_info = client
-        .wait_ready(Duration::from_secs(20))
-        .await
-        .expect("ready");
+    let mut client = Client::connect_with_timeout(&info, Duration::from_secs(20)).await.expect("connect");
+    let kernel_info = client.wait_ready(Duration::from_secs(20)).await.expect("ready");
     eprintln!(
         "{test}: {} {} (protocol {}) ready in {:?}",
         kernel_info.implementation,
@@ -59,19 +54,12 @@ async fn start_kernel(test: &str) -> Option<RealKernel> {
     );
     assert_eq!(kernel_info.language_info.name, "python");
     assert!(kernel_info.protocol_version.starts_with('5'));
-    Some(RealKernel {
-        child,
-        client,
-        _dir: dir,
-    })
+    Some(RealKernel { child, client, _dir: dir })
 }
 
 async fn run(client: &mut Client, code: &str) -> (Vec<Output>, ExecuteReply) {
     let mut outputs = Vec::new();
-    let reply = client
-        .execute(code, &mut |output| outputs.push(output))
-        .await
-        .expect("execute");
+    let reply = client.execute(code, &mut |output| outputs.push(output)).await.expect("execute");
     (outputs, reply)
 }
 
@@ -98,12 +86,7 @@ async fn state_streams_and_results() {
     assert_eq!(text(&outputs, StreamName::Stdout), "2\n");
 
     let (outputs, reply) = run(&mut k.client, "x * 21").await;
-    let Some(Output::ExecuteResult {
-        data,
-        execution_count,
-        ..
-    }) = outputs.first()
-    else {
+    let Some(Output::ExecuteResult { data, execution_count, .. }) = outputs.first() else {
         panic!("no execute_result: {outputs:?}")
     };
     assert_eq!(data["text/plain"], "42");
@@ -124,17 +107,12 @@ async fn errors_and_display_data() {
     let (outputs, reply) = run(&mut k.client, "1/0").await;
     assert_eq!(reply.status, ExecuteStatus::Error);
     assert_eq!(reply.error.as_ref().unwrap().ename, "ZeroDivisionError");
-    assert!(
-        matches!(&outputs[..], [Output::Error(e)] if e.ename == "ZeroDivisionError" && !e.traceback.is_empty())
-    );
+    assert!(matches!(&outputs[..], [Output::Error(e)] if e.ename == "ZeroDivisionError" && !e.traceback.is_empty()));
 
     let code = "from IPython.display import display; display({'image/png': 'aGk='}, raw=True)";
     let (outputs, reply) = run(&mut k.client, code).await;
     assert_eq!(reply.status, ExecuteStatus::Ok);
-    assert!(
-        matches!(&outputs[..], [Output::DisplayData { data, .. }] if data["image/png"] == "aGk="),
-        "{outputs:?}"
-    );
+    assert!(matches!(&outputs[..], [Output::DisplayData { data, .. }] if data["image/png"] == "aGk="), "{outputs:?}");
 }
 
 /// Pins interrupting a busy loop over control: KeyboardInterrupt, and the kernel keeps its state.
@@ -154,9 +132,7 @@ async fn interrupt_keeps_state() {
     let sent = interrupting.await.unwrap().expect("interrupt_reply");
     eprintln!("interrupt took effect in {:?}", sent.elapsed());
     assert_eq!(reply.error.unwrap().ename, "KeyboardInterrupt");
-    assert!(outputs
-        .iter()
-        .any(|o| matches!(o, Output::Error(e) if e.ename == "KeyboardInterrupt")));
+    assert!(outputs.iter().any(|o| matches!(o, Output::Error(e) if e.ename == "KeyboardInterrupt")));
     let (outputs, _) = run(&mut k.client, "print(x + 1)").await;
     assert_eq!(text(&outputs, StreamName::Stdout), "42\n");
 }
@@ -168,17 +144,11 @@ async fn kernel_death_is_noticed() {
         return;
     };
     let started = Instant::now();
-    let result = tokio::time::timeout(
-        Duration::from_secs(5),
-        k.client.execute("import os; os._exit(3)", &mut |_| {}),
-    )
-    .await
-    .expect("execute must not hang when the kernel dies");
+    let result = tokio::time::timeout(Duration::from_secs(5), k.client.execute("import os; os._exit(3)", &mut |_| {}))
+        .await
+        .expect("execute must not hang when the kernel dies");
     eprintln!("death noticed in {:?}", started.elapsed());
-    assert!(
-        matches!(result, Err(Error::Disconnected { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(Error::Disconnected { .. })), "{result:?}");
     assert!(k.client.execute("1", &mut |_| {}).await.is_err());
 }
 
@@ -201,12 +171,7 @@ async fn round_trip_latency() {
     }
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
-    eprintln!(
-        "round trip `x += 1` over ipc: p50 {:?}, p90 {:?}, p99 {:?}",
-        at(0.5),
-        at(0.9),
-        at(0.99)
-    );
+    eprintln!("round trip `x += 1` over ipc: p50 {:?}, p90 {:?}, p99 {:?}", at(0.5), at(0.9), at(0.99));
     let (outputs, _) = run(&mut k.client, "print(x)").await;
     assert_eq!(text(&outputs, StreamName::Stdout), "320\n");
 }

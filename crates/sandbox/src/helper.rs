@@ -67,14 +67,12 @@ pub(crate) enum SetupError {
     Hostname(String, #[source] Errno),
     #[error("bringing up the loopback interface")]
     Loopback(#[source] Errno),
+    #[error("building the payload's seccomp filter")]
+    Seccomp(#[source] crate::seccomp::BuildError),
     #[error("blocking signals in init")]
     Signals(#[source] Errno),
     #[error("starting the payload {argv0:?}: {stage}")]
-    Payload {
-        argv0: String,
-        stage: Stage,
-        source: Errno,
-    },
+    Payload { argv0: String, stage: Stage, source: Errno },
     #[error("reporting readiness")]
     Ready(#[source] io::Error),
 }
@@ -111,9 +109,7 @@ fn run() -> Result<i32, SetupError> {
     }
     sys::cloexec_inherited_fds().map_err(SetupError::CloseFds)?;
     let mut json = String::new();
-    io::stdin()
-        .read_to_string(&mut json)
-        .map_err(SetupError::ReadPolicy)?;
+    io::stdin().read_to_string(&mut json).map_err(SetupError::ReadPolicy)?;
     let policy: Policy = serde_json::from_str(&json).map_err(SetupError::ParsePolicy)?;
     policy.validate().map_err(SetupError::InvalidPolicy)?;
 
@@ -138,9 +134,7 @@ fn run() -> Result<i32, SetupError> {
             let ready = wait_ready(ready_r);
             if ready {
                 let mut out = io::stdout().lock();
-                writeln!(out, "{READY_PREFIX}{child}")
-                    .and_then(|()| out.flush())
-                    .map_err(SetupError::Ready)?;
+                writeln!(out, "{READY_PREFIX}{child}").and_then(|()| out.flush()).map_err(SetupError::Ready)?;
             }
             let status = waitpid(child, None).map_err(|e| SetupError::Wait("init", e))?;
             drop(alive_w);

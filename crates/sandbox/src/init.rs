@@ -21,12 +21,7 @@ use crate::sys;
 pub(crate) const READY_BYTE: u8 = b'R';
 
 /// Signals init passes on to the payload.
-const FORWARDED: &[Signal] = &[
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-];
+const FORWARDED: &[Signal] = &[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT];
 
 /// Runs init to the end and returns its exit code.
 pub(crate) fn run(policy: &Policy, steps: &[Step], ready_w: OwnedFd, alive_r: OwnedFd) -> i32 {
@@ -53,46 +48,33 @@ fn start(
 ) -> Result<Pid, SetupError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SetupError::Pdeathsig)?;
     // The helper may have died before the line above: then its end of `alive` is closed.
-    let mut fds = [PollFd::new(
-        std::os::fd::AsFd::as_fd(&alive_r),
-        PollFlags::POLLIN,
-    )];
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&alive_r), PollFlags::POLLIN)];
     if poll(&mut fds, PollTimeout::ZERO).map_err(SetupError::Pipe)? > 0 {
         return Err(SetupError::ParentGone);
     }
     // stdout belongs to the helper's ready line; everything init and the payload print goes to stderr.
-    nix::unistd::dup2_stdout(std::io::stderr())
-        .map_err(|e| SetupError::Stdio("stdout to stderr", e))?;
+    nix::unistd::dup2_stdout(std::io::stderr()).map_err(|e| SetupError::Stdio("stdout to stderr", e))?;
     mounts::apply(steps).map_err(SetupError::Root)?;
-    let null = nix::fcntl::open(
-        "/dev/null",
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| SetupError::Stdio("stdin from /dev/null", e))?;
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| SetupError::Stdio("stdin from /dev/null", e))?;
     nix::unistd::dup2_stdin(&null).map_err(|e| SetupError::Stdio("stdin from /dev/null", e))?;
-    nix::unistd::sethostname(&policy.name)
-        .map_err(|e| SetupError::Hostname(policy.name.clone(), e))?;
+    nix::unistd::sethostname(&policy.name).map_err(|e| SetupError::Hostname(policy.name.clone(), e))?;
     sys::interface_up("lo").map_err(SetupError::Loopback)?;
 
     let mut old_mask = SigSet::empty();
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(signals), Some(&mut old_mask))
-        .map_err(SetupError::Signals)?;
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(signals), Some(&mut old_mask)).map_err(SetupError::Signals)?;
+    let filters = crate::seccomp::programs().map_err(SetupError::Seccomp)?;
     let (exec_r, exec_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(SetupError::Pipe)?;
     match sys::fork().map_err(|e| SetupError::Fork("the payload", e))? {
         ForkResult::Child => {
             drop((exec_r, ready_w));
-            payload::exec(policy, &old_mask, exec_w)
+            payload::exec(policy, &filters, &old_mask, exec_w)
         }
         ForkResult::Parent { child } => {
             drop(exec_w);
             if let Some((stage, errno)) = payload::read_failure(&exec_r) {
                 let _ = waitpid(child, None);
-                return Err(SetupError::Payload {
-                    argv0: policy.argv[0].clone(),
-                    stage,
-                    source: errno,
-                });
+                return Err(SetupError::Payload { argv0: policy.argv[0].clone(), stage, source: errno });
             }
             loop {
                 match nix::unistd::write(&ready_w, &[READY_BYTE]) {

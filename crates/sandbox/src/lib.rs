@@ -30,7 +30,9 @@
 //! - `helper`: [`exec_main`], the helper process: cgroup join, namespaces (fixed order), fork of init.
 //! - `init`: the sandbox's pid 1: root setup, hostname, loopback, payload start, reaping.
 //! - `mounts`: the root filesystem as an ordered plan of steps, then applied.
-//! - `payload`: identity drop (groups, gid, uid, capabilities, no_new_privs) and exec.
+//! - `payload`: identity drop (groups, gid, uid, capabilities, no_new_privs), rlimits, the walls below, exec.
+//! - `seccomp`: the payload's syscall deny list (plain data) and its BPF programs.
+//! - `fs_rules`: the payload's landlock ruleset: write only to its tmpfs mounts, rw binds and a few devices.
 //! - [`cgroups`]: `CgroupDriver` / `Cgroup` traits, v1 and v2 drivers, `detect()`.
 //! - `status`: [`Termination`] and the exit-code encoding.
 //! - `sys`: the only `unsafe` (fork, capabilities, interface flags, pidfds).
@@ -38,17 +40,19 @@
 
 pub mod cgroups;
 mod error;
+mod fs_rules;
 mod helper;
 mod init;
 mod mounts;
 mod payload;
 pub mod policy;
+mod seccomp;
 mod spawn;
 mod status;
 mod sys;
 
 pub use error::Error;
 pub use helper::exec_main;
-pub use policy::{Bind, Limits, Policy, PolicyBuilder, PolicyError, TmpfsSizes};
+pub use policy::{Bind, Limits, Policy, PolicyBuilder, PolicyError, Rlimits, TmpfsSizes};
 pub use spawn::{cleanup_stale, spawn, Sandbox};
 pub use status::Termination;

@@ -1,17 +1,20 @@
-//! The payload child: drops to the policy's uid/gid with no capabilities and `no_new_privs`, then execs argv with
-//! exactly the policy's env. A failure travels back to init as (stage, errno) over a close-on-exec pipe.
+//! The payload child: sets its rlimits, drops to the policy's uid/gid with no capabilities and `no_new_privs`,
+//! restricts itself with landlock and seccomp, then execs argv with exactly the policy's env. A failure travels back to init as (stage, errno) over a close-on-exec pipe.
 
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::fmt;
+use std::io::Write;
 use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
+use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::unistd::{Gid, Uid};
+use seccompiler::BpfProgram;
 
-use crate::policy::Policy;
-use crate::sys;
+use crate::policy::{Policy, Rlimits};
+use crate::{fs_rules, seccomp, sys};
 
 /// Which step of becoming the payload failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub(crate) enum Stage {
     SignalMask,
     /// setsid.
     Session,
+    /// setrlimit.
+    Rlimits,
     /// Dropping the capability bounding set.
     BoundingSet,
     /// setgroups([]).
@@ -37,15 +42,20 @@ pub(crate) enum Stage {
     NoNewPrivs,
     /// chdir to the policy's cwd.
     Chdir,
+    /// The landlock ruleset.
+    Landlock,
+    /// The seccomp filters.
+    Seccomp,
     /// execve.
     Exec,
 }
 
 impl Stage {
-    const ALL: [Stage; 11] = [
+    const ALL: [Stage; 14] = [
         Stage::Args,
         Stage::SignalMask,
         Stage::Session,
+        Stage::Rlimits,
         Stage::BoundingSet,
         Stage::Groups,
         Stage::Gid,
@@ -53,6 +63,8 @@ impl Stage {
         Stage::Capabilities,
         Stage::NoNewPrivs,
         Stage::Chdir,
+        Stage::Landlock,
+        Stage::Seccomp,
         Stage::Exec,
     ];
 
@@ -67,6 +79,7 @@ impl fmt::Display for Stage {
             Stage::Args => "preparing argv and env",
             Stage::SignalMask => "restoring the signal mask",
             Stage::Session => "starting a new session",
+            Stage::Rlimits => "setting resource limits",
             Stage::BoundingSet => "dropping the capability bounding set",
             Stage::Groups => "clearing supplementary groups",
             Stage::Gid => "setting the gid",
@@ -74,14 +87,16 @@ impl fmt::Display for Stage {
             Stage::Capabilities => "clearing capabilities",
             Stage::NoNewPrivs => "setting no_new_privs",
             Stage::Chdir => "changing to the working directory",
+            Stage::Landlock => "applying the landlock ruleset",
+            Stage::Seccomp => "installing the seccomp filters",
             Stage::Exec => "exec",
         })
     }
 }
 
 /// Becomes the payload; on failure reports (stage, errno) on `report` and exits 127.
-pub(crate) fn exec(policy: &Policy, mask: &SigSet, report: OwnedFd) -> ! {
-    let Err((stage, errno)) = become_payload(policy, mask);
+pub(crate) fn exec(policy: &Policy, filters: &[BpfProgram], mask: &SigSet, report: OwnedFd) -> ! {
+    let Err((stage, errno)) = become_payload(policy, filters, mask);
     let mut message = [0u8; 5];
     message[0] = stage as u8;
     message[1..].copy_from_slice(&(errno as i32).to_le_bytes());
@@ -109,22 +124,16 @@ pub(crate) fn read_failure(pipe: &OwnedFd) -> Option<(Stage, Errno)> {
     Some((stage, Errno::from_raw(errno)))
 }
 
-fn become_payload(policy: &Policy, mask: &SigSet) -> Result<Infallible, (Stage, Errno)> {
+fn become_payload(policy: &Policy, filters: &[BpfProgram], mask: &SigSet) -> Result<Infallible, (Stage, Errno)> {
     let fail = |stage| move |errno| (stage, errno);
     let cstr = |s: &str| CString::new(s).map_err(|_| (Stage::Args, Errno::EINVAL));
-    let argv = policy
-        .argv
-        .iter()
-        .map(|a| cstr(a))
-        .collect::<Result<Vec<_>, _>>()?;
-    let env = policy
-        .env
-        .iter()
-        .map(|(k, v)| cstr(&format!("{k}={v}")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let argv = policy.argv.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
+    let env = policy.env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect::<Result<Vec<_>, _>>()?;
 
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None).map_err(fail(Stage::SignalMask))?;
     nix::unistd::setsid().map_err(fail(Stage::Session))?;
+    // As root, so a limit above the inherited hard limit can still be set.
+    set_rlimits(&policy.rlimits).map_err(fail(Stage::Rlimits))?;
     // Needs CAP_SETPCAP, so before the uid change; afterwards nothing exec'd can gain a capability back.
     sys::drop_bounding_set().map_err(fail(Stage::BoundingSet))?;
     nix::unistd::setgroups(&[]).map_err(fail(Stage::Groups))?;
@@ -136,7 +145,42 @@ fn become_payload(policy: &Policy, mask: &SigSet) -> Result<Infallible, (Stage, 
     sys::clear_capabilities().map_err(fail(Stage::Capabilities))?;
     nix::sys::prctl::set_no_new_privs().map_err(fail(Stage::NoNewPrivs))?;
     nix::unistd::chdir(&policy.cwd).map_err(fail(Stage::Chdir))?;
+    match fs_rules::restrict(policy) {
+        Ok(landlock::RulesetStatus::FullyEnforced) => {}
+        Ok(status) => warn(&format!("landlock is {status:?} on this kernel: the read-only mounts are the only wall")),
+        Err(error) => return Err((Stage::Landlock, explain(&error))),
+    }
+    // Last: from here on, only execve.
+    seccomp::apply(filters).map_err(|error| (Stage::Seccomp, explain(&error)))?;
     nix::unistd::execve(&argv[0], &argv, &env).map_err(fail(Stage::Exec))
+}
+
+/// Sets every limit with soft = hard, so the payload cannot raise them again; no core dumps ever.
+fn set_rlimits(limits: &Rlimits) -> nix::Result<()> {
+    let or_infinity = |value: u64| if value == 0 { RLIM_INFINITY } else { value };
+    let address_space = or_infinity(limits.address_space_bytes);
+    setrlimit(Resource::RLIMIT_AS, address_space, address_space)?;
+    setrlimit(Resource::RLIMIT_NOFILE, limits.open_files, limits.open_files)?;
+    let file_size = or_infinity(limits.file_size_bytes);
+    setrlimit(Resource::RLIMIT_FSIZE, file_size, file_size)?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)
+}
+
+/// Writes the error's whole chain to stderr (the only place the details go) and returns its errno, if any.
+fn explain(error: &(dyn std::error::Error + 'static)) -> Errno {
+    warn(&error.to_string());
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(raw) = cause.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) {
+            return Errno::from_raw(raw);
+        }
+        source = cause.source();
+    }
+    Errno::EINVAL
+}
+
+fn warn(message: &str) {
+    let _ = writeln!(std::io::stderr(), "sandbox-exec: {message}");
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ pub struct Policy {
     pub cwd: PathBuf,
     /// cgroup limits.
     pub limits: Limits,
+    /// Per-process resource limits set on the payload before exec (absent in older policies: the defaults).
+    #[serde(default)]
+    pub rlimits: Rlimits,
     /// Name of the cgroup directory holding all sandboxes of one gateway (e.g. `code-interpreter-1a2b3c4d`), so
     /// leftovers of a crashed run can be found and removed by [`crate::cleanup_stale`].
     pub cgroup_parent: String,
@@ -58,11 +61,7 @@ pub struct TmpfsSizes {
 
 impl Default for TmpfsSizes {
     fn default() -> Self {
-        Self {
-            tmp: 256 << 20,
-            sandbox: 256 << 20,
-            dev_shm: 64 << 20,
-        }
+        Self { tmp: 256 << 20, sandbox: 256 << 20, dev_shm: 64 << 20 }
     }
 }
 
@@ -79,11 +78,26 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            memory_bytes: 1 << 30,
-            pids_max: 256,
-            cpu_millicores: 1000,
-        }
+        Self { memory_bytes: 1 << 30, pids_max: 256, cpu_millicores: 1000 }
+    }
+}
+
+/// `setrlimit` limits of the payload (soft = hard, so it cannot raise them); `RLIMIT_CORE` is always 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Rlimits {
+    /// `RLIMIT_AS` in bytes, 0 = unlimited. Set just under the memory limit, a big allocation raises
+    /// `MemoryError` in Python instead of an OOM kill of the whole kernel.
+    pub address_space_bytes: u64,
+    /// `RLIMIT_NOFILE`: open file descriptors per process.
+    pub open_files: u64,
+    /// `RLIMIT_FSIZE` in bytes, 0 = unlimited (the tmpfs sizes are the disk quota anyway).
+    pub file_size_bytes: u64,
+}
+
+impl Default for Rlimits {
+    fn default() -> Self {
+        Self { address_space_bytes: 0, open_files: 1024, file_size_bytes: 0 }
     }
 }
 
@@ -127,9 +141,8 @@ pub enum PolicyError {
 }
 
 /// Paths the sandbox mounts itself: a bind there or above would hide them.
-const RESERVED: &[&str] = &[
-    "/", "/usr", "/etc", "/proc", "/dev", "/tmp", "/sandbox", "/bin", "/lib", "/lib64", "/sbin",
-];
+const RESERVED: &[&str] =
+    &["/", "/usr", "/etc", "/proc", "/dev", "/tmp", "/sandbox", "/bin", "/lib", "/lib64", "/sbin"];
 
 impl Policy {
     /// Starts a builder for a sandbox called `name` running `argv`.
@@ -147,6 +160,7 @@ impl Policy {
                 argv: Vec::new(),
                 cwd: PathBuf::from("/sandbox"),
                 limits: Limits::default(),
+                rlimits: Rlimits::default(),
                 cgroup_parent: "sandbox".into(),
             },
         }
@@ -159,23 +173,16 @@ impl Policy {
                 && s.len() <= max
                 && s != "."
                 && s != ".."
-                && s.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (dot && b == b'.')
-                })
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (dot && b == b'.'))
         };
         if !name_ok(&self.name, 63, false) {
             return Err(PolicyError::Name(self.name.clone()));
         }
         check_cgroup_parent(&self.cgroup_parent)?;
         if self.uid == 0 || self.gid == 0 {
-            return Err(PolicyError::Root {
-                uid: self.uid,
-                gid: self.gid,
-            });
+            return Err(PolicyError::Root { uid: self.uid, gid: self.gid });
         }
-        if self.argv.first().is_none_or(|a| !a.starts_with('/'))
-            || self.argv.iter().any(|a| a.contains('\0'))
-        {
+        if self.argv.first().is_none_or(|a| !a.starts_with('/')) || self.argv.iter().any(|a| a.contains('\0')) {
             return Err(PolicyError::Argv(self.argv.clone()));
         }
         check_path("root_dir", &self.root_dir)?;
@@ -183,9 +190,7 @@ impl Policy {
         for bind in self.ro_binds.iter().chain(&self.rw_binds) {
             check_path("bind source", &bind.source)?;
             check_path("bind target", &bind.target)?;
-            if RESERVED
-                .iter()
-                .any(|r| Path::new(r) == bind.target || Path::new(r).starts_with(&bind.target))
+            if RESERVED.iter().any(|r| Path::new(r) == bind.target || Path::new(r).starts_with(&bind.target))
                 || bind.target.starts_with("/usr")
                 || bind.target.starts_with("/proc")
             {
@@ -204,6 +209,7 @@ impl Policy {
             ("tmpfs.tmp", self.tmpfs.tmp),
             ("tmpfs.sandbox", self.tmpfs.sandbox),
             ("tmpfs.dev_shm", self.tmpfs.dev_shm),
+            ("rlimits.open_files", self.rlimits.open_files),
         ] {
             if value == 0 {
                 return Err(PolicyError::ZeroLimit(what));
@@ -220,9 +226,7 @@ pub(crate) fn check_cgroup_parent(parent: &str) -> Result<(), PolicyError> {
         && parent.len() <= 128
         && parent != "."
         && parent != ".."
-        && parent
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        && parent.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if ok {
         Ok(())
     } else {
@@ -232,17 +236,12 @@ pub(crate) fn check_cgroup_parent(parent: &str) -> Result<(), PolicyError> {
 
 fn check_path(what: &'static str, path: &Path) -> Result<(), PolicyError> {
     let normal = path.is_absolute()
-        && path
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
         && !path.as_os_str().as_encoded_bytes().contains(&0);
     if normal {
         Ok(())
     } else {
-        Err(PolicyError::Path {
-            what,
-            path: path.to_owned(),
-        })
+        Err(PolicyError::Path { what, path: path.to_owned() })
     }
 }
 
@@ -268,19 +267,13 @@ impl PolicyBuilder {
 
     /// Adds a read-only bind of host `source` at `target` inside.
     pub fn ro_bind(mut self, source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
-        self.policy.ro_binds.push(Bind {
-            source: source.into(),
-            target: target.into(),
-        });
+        self.policy.ro_binds.push(Bind { source: source.into(), target: target.into() });
         self
     }
 
     /// Adds a read-write bind of host `source` at `target` inside.
     pub fn rw_bind(mut self, source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
-        self.policy.rw_binds.push(Bind {
-            source: source.into(),
-            target: target.into(),
-        });
+        self.policy.rw_binds.push(Bind { source: source.into(), target: target.into() });
         self
     }
 
@@ -330,6 +323,24 @@ impl PolicyBuilder {
         self
     }
 
+    /// `RLIMIT_AS` of the payload in bytes (default 0: unlimited); pass just under the memory limit.
+    pub fn address_space_limit(mut self, bytes: u64) -> Self {
+        self.policy.rlimits.address_space_bytes = bytes;
+        self
+    }
+
+    /// `RLIMIT_NOFILE` of the payload (default 1024; must not be 0).
+    pub fn open_files_limit(mut self, max: u64) -> Self {
+        self.policy.rlimits.open_files = max;
+        self
+    }
+
+    /// `RLIMIT_FSIZE` of the payload in bytes (default 0: unlimited).
+    pub fn file_size_limit(mut self, bytes: u64) -> Self {
+        self.policy.rlimits.file_size_bytes = bytes;
+        self
+    }
+
     /// Name of the cgroup directory holding this gateway's sandboxes.
     pub fn cgroup_parent(mut self, parent: impl Into<String>) -> Self {
         self.policy.cgroup_parent = parent.into();
@@ -363,60 +374,32 @@ mod tests {
         let policy = valid().ro_bind("/opt/py", "/opt/py").build().unwrap();
         let json = serde_json::to_string(&policy).unwrap();
         assert_eq!(serde_json::from_str::<Policy>(&json).unwrap(), policy);
+        // A policy written before rlimits existed still parses, with the defaults.
+        let mut old = serde_json::to_value(&policy).unwrap();
+        old.as_object_mut().unwrap().remove("rlimits");
+        assert_eq!(serde_json::from_value::<Policy>(old).unwrap().rlimits, Rlimits::default());
     }
 
     /// Root identities, relative argv and bad names are refused before anything runs.
     #[test]
     fn rejects_unsafe_policies() {
-        assert_eq!(
-            valid().identity(0, 5).build(),
-            Err(PolicyError::Root { uid: 0, gid: 5 })
-        );
-        assert!(matches!(
-            valid().argv(["python3"]).build(),
-            Err(PolicyError::Argv(_))
-        ));
-        assert!(matches!(
-            valid().argv(Vec::<String>::new()).build(),
-            Err(PolicyError::Argv(_))
-        ));
-        assert!(matches!(
-            Policy::builder("a/b").identity(1, 1).build(),
-            Err(PolicyError::Name(_))
-        ));
-        assert!(matches!(
-            valid().cgroup_parent("..").build(),
-            Err(PolicyError::CgroupParent(_))
-        ));
-        assert!(matches!(
-            valid().cwd("/sandbox/../etc").build(),
-            Err(PolicyError::Path { what: "cwd", .. })
-        ));
-        assert!(matches!(
-            valid().ro_bind("/x", "/usr/lib/x").build(),
-            Err(PolicyError::ReservedTarget(_))
-        ));
-        assert!(matches!(
-            valid().rw_bind("/x", "/").build(),
-            Err(PolicyError::ReservedTarget(_))
-        ));
-        assert!(matches!(
-            valid().env("A=B", "c").build(),
-            Err(PolicyError::Env(_))
-        ));
-        assert_eq!(
-            valid().memory_limit(0).build(),
-            Err(PolicyError::ZeroLimit("memory_bytes"))
-        );
+        assert_eq!(valid().identity(0, 5).build(), Err(PolicyError::Root { uid: 0, gid: 5 }));
+        assert!(matches!(valid().argv(["python3"]).build(), Err(PolicyError::Argv(_))));
+        assert!(matches!(valid().argv(Vec::<String>::new()).build(), Err(PolicyError::Argv(_))));
+        assert!(matches!(Policy::builder("a/b").identity(1, 1).build(), Err(PolicyError::Name(_))));
+        assert!(matches!(valid().cgroup_parent("..").build(), Err(PolicyError::CgroupParent(_))));
+        assert!(matches!(valid().cwd("/sandbox/../etc").build(), Err(PolicyError::Path { what: "cwd", .. })));
+        assert!(matches!(valid().ro_bind("/x", "/usr/lib/x").build(), Err(PolicyError::ReservedTarget(_))));
+        assert!(matches!(valid().rw_bind("/x", "/").build(), Err(PolicyError::ReservedTarget(_))));
+        assert!(matches!(valid().env("A=B", "c").build(), Err(PolicyError::Env(_))));
+        assert_eq!(valid().memory_limit(0).build(), Err(PolicyError::ZeroLimit("memory_bytes")));
+        assert_eq!(valid().open_files_limit(0).build(), Err(PolicyError::ZeroLimit("rlimits.open_files")));
     }
 
     /// Binds below /tmp-like names but outside reserved paths are fine (e.g. /run/kernel, /opt/venv).
     #[test]
     fn accepts_ordinary_binds() {
-        let policy = valid()
-            .ro_bind("/opt/venv", "/opt/venv")
-            .ro_bind("/etc/mime.types", "/etc/mime.types")
-            .build();
+        let policy = valid().ro_bind("/opt/venv", "/opt/venv").ro_bind("/etc/mime.types", "/etc/mime.types").build();
         assert!(policy.is_ok(), "{policy:?}");
     }
 }

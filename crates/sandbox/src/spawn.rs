@@ -45,10 +45,7 @@ impl Sandbox {
     /// Resolves once the payload is gone and the sandbox is cleaned up. Cancel-safe; any number of tasks may wait.
     pub async fn wait(&self) -> Termination {
         let mut done = self.done.clone();
-        let result = done
-            .wait_for(Option::is_some)
-            .await
-            .map(|t| t.expect("checked by wait_for"));
+        let result = done.wait_for(Option::is_some).await.map(|t| t.expect("checked by wait_for"));
         // The watcher always sends before it ends; a closed channel without a value means it panicked.
         result.unwrap_or(Termination::Signaled(libc::SIGKILL))
     }
@@ -68,6 +65,16 @@ impl Sandbox {
             }
         }
         self.wait().await;
+    }
+
+    /// How often a fork or clone in this sandbox failed against its process limit so far (0 if unreadable).
+    pub fn pids_limit_hits(&self) -> u64 {
+        self.cgroup.pids_max_events().unwrap_or(0)
+    }
+
+    /// How many processes of this sandbox the memory cgroup has OOM-killed so far (0 if unreadable).
+    pub fn oom_kills(&self) -> u64 {
+        self.cgroup.oom_kills().unwrap_or(0)
     }
 
     fn signal_init(&self) {
@@ -95,45 +102,25 @@ impl Drop for Sandbox {
 pub async fn spawn(helper: Command, policy: &Policy) -> Result<Sandbox, Error> {
     policy.validate()?;
     let driver: Arc<dyn CgroupDriver> = Arc::from(cgroups::detect());
-    let cgroup: Arc<dyn Cgroup> = Arc::from(driver.create(
-        &policy.cgroup_parent,
-        &policy.name,
-        &CgroupSetup::from(&policy.limits),
-    )?);
+    let cgroup: Arc<dyn Cgroup> =
+        Arc::from(driver.create(&policy.cgroup_parent, &policy.name, &CgroupSetup::from(&policy.limits))?);
     match start(helper, policy, &cgroup).await {
         Ok(sandbox) => Ok(sandbox),
         Err(error) => {
             let cleanup = Arc::clone(&cgroup);
-            let removed = tokio::task::spawn_blocking(move || {
-                cleanup.kill_all().and_then(|()| cleanup.remove())
-            })
-            .await;
+            let removed = tokio::task::spawn_blocking(move || cleanup.kill_all().and_then(|()| cleanup.remove())).await;
             match removed {
                 Ok(Ok(())) | Err(_) => Err(error),
-                Ok(Err(cleanup)) => Err(Error::CleanupFailed {
-                    error: Box::new(error),
-                    cleanup,
-                }),
+                Ok(Err(cleanup)) => Err(Error::CleanupFailed { error: Box::new(error), cleanup }),
             }
         }
     }
 }
 
-async fn start(
-    mut helper: Command,
-    policy: &Policy,
-    cgroup: &Arc<dyn Cgroup>,
-) -> Result<Sandbox, Error> {
-    helper
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
+async fn start(mut helper: Command, policy: &Policy, cgroup: &Arc<dyn Cgroup>) -> Result<Sandbox, Error> {
+    helper.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(false);
     let mut child = helper.spawn().map_err(Error::SpawnHelper)?;
-    let stderr = StderrLog::start(
-        child.stderr.take().expect("stderr is piped"),
-        policy.name.clone(),
-    );
+    let stderr = StderrLog::start(child.stderr.take().expect("stderr is piped"), policy.name.clone());
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let json = serde_json::to_vec(policy).expect("a Policy always serializes");
     let sent = async {
@@ -145,10 +132,7 @@ async fn start(
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
     let mut line = String::new();
     let read = tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut line)).await;
-    let init_pid = line
-        .trim_end()
-        .strip_prefix(READY_PREFIX)
-        .and_then(|pid| pid.parse::<u32>().ok());
+    let init_pid = line.trim_end().strip_prefix(READY_PREFIX).and_then(|pid| pid.parse::<u32>().ok());
     let init_pid = match (sent, read, init_pid) {
         (_, Ok(Ok(_)), Some(pid)) => pid,
         (sent, read, _) => {
@@ -159,35 +143,20 @@ async fn start(
             let status = child.wait().await;
             let stderr = stderr.finish().await;
             return Err(match (sent, read) {
-                (_, Err(_)) => Error::Timeout {
-                    timeout: READY_TIMEOUT,
-                    stderr,
-                },
+                (_, Err(_)) => Error::Timeout { timeout: READY_TIMEOUT, stderr },
                 (Err(e), _) if stderr.is_empty() => Error::SendPolicy(e),
-                _ if line.is_empty() || !stderr.is_empty() => Error::Setup {
-                    status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
-                    stderr,
-                },
+                _ if line.is_empty() || !stderr.is_empty() => {
+                    Error::Setup { status: status.map_or_else(|e| e.to_string(), |s| s.to_string()), stderr }
+                }
                 _ => Error::Protocol { line },
             });
         }
     };
     let init_fd = sys::pidfd_open(Pid::from_raw(init_pid as i32)).ok();
     let (tx, done) = watch::channel(None);
-    tokio::spawn(watch_helper(
-        child,
-        stdout,
-        Arc::clone(cgroup),
-        tx,
-        policy.name.clone(),
-    ));
+    tokio::spawn(watch_helper(child, stdout, Arc::clone(cgroup), tx, policy.name.clone()));
     stderr.stop_collecting();
-    Ok(Sandbox {
-        init_pid,
-        init_fd,
-        cgroup: Arc::clone(cgroup),
-        done,
-    })
+    Ok(Sandbox { init_pid, init_fd, cgroup: Arc::clone(cgroup), done })
 }
 
 /// Owns the helper: waits for it, decides the termination from its status and the cgroup counters, removes the
@@ -276,8 +245,5 @@ impl StderrLog {
 /// cgroups; returns how many sandboxes there were. Call it once at start-up, before spawning.
 pub fn cleanup_stale(cgroup_parent: &str) -> Result<usize, Error> {
     crate::policy::check_cgroup_parent(cgroup_parent)?;
-    Ok(cgroups::remove_all(
-        cgroups::detect().as_ref(),
-        cgroup_parent,
-    )?)
+    Ok(cgroups::remove_all(cgroups::detect().as_ref(), cgroup_parent)?)
 }

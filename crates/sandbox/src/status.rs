@@ -31,12 +31,7 @@ pub(crate) fn encode(status: nix::sys::wait::WaitStatus) -> i32 {
 
 /// Decides how the sandbox ended from the helper's exit code (or the signal that killed it) and the cgroup's
 /// counters. OOM wins over everything: an OOM kill shows up as SIGKILL or as a crash of the payload.
-pub(crate) fn decide(
-    code: Option<i32>,
-    signal: Option<i32>,
-    oom_kills: u64,
-    pids_max_events: u64,
-) -> Termination {
+pub(crate) fn decide(code: Option<i32>, signal: Option<i32>, oom_kills: u64, pids_max_events: u64) -> Termination {
     if oom_kills > 0 {
         return Termination::OutOfMemory;
     }
@@ -64,10 +59,7 @@ mod tests {
     fn encode_and_decide_round_trip() {
         let pid = Pid::from_raw(7);
         assert_eq!(encode(WaitStatus::Exited(pid, 3)), 3);
-        assert_eq!(
-            encode(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
-            137
-        );
+        assert_eq!(encode(WaitStatus::Signaled(pid, Signal::SIGKILL, false)), 137);
         assert_eq!(decide(Some(3), None, 0, 0), Termination::Exited(3));
         assert_eq!(decide(Some(0), None, 0, 0), Termination::Exited(0));
         assert_eq!(decide(Some(137), None, 0, 0), Termination::Signaled(9));

@@ -41,15 +41,7 @@ pub(crate) fn drop_bounding_set() -> nix::Result<()> {
 /// Clears the ambient capability set.
 pub(crate) fn clear_ambient_caps() -> nix::Result<()> {
     // SAFETY: integer arguments only; no memory is passed.
-    let rc = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    let rc = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
     Errno::result(rc).map(drop)
 }
 
@@ -71,10 +63,7 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// Empties the effective, permitted and inheritable capability sets of the calling thread.
 pub(crate) fn clear_capabilities() -> nix::Result<()> {
-    let header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
+    let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
     let data = [CapData::default(); 2];
     // SAFETY: capset reads one header and two data structs (version 3 layout), both valid for the whole call.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
@@ -84,12 +73,7 @@ pub(crate) fn clear_capabilities() -> nix::Result<()> {
 /// Sets `IFF_UP` on the interface `name` (used for `lo` in a fresh network namespace).
 pub(crate) fn interface_up(name: &str) -> nix::Result<()> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
     if name.len() >= libc::IFNAMSIZ {
         return Err(Errno::EINVAL);
     }
@@ -119,15 +103,7 @@ pub(crate) fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
 pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: Signal) -> nix::Result<()> {
     let null = std::ptr::null::<libc::siginfo_t>();
     // SAFETY: a valid pidfd, a signal number, a NULL siginfo (allowed) and flags 0.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal as i32,
-            null,
-            0,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal as i32, null, 0) };
     Errno::result(rc).map(drop)
 }
 
@@ -135,13 +111,6 @@ pub(crate) fn pidfd_send_signal(pidfd: &OwnedFd, signal: Signal) -> nix::Result<
 pub(crate) fn cloexec_inherited_fds() -> nix::Result<()> {
     let flags = libc::CLOSE_RANGE_CLOEXEC as libc::c_uint;
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on fds; it closes nothing and touches no memory.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            flags,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, flags) };
     Errno::result(rc).map(drop)
 }

@@ -1,118 +1,12 @@
 //! Real, privileged sandboxes (root with all capabilities, as on the development and CI machines): identity,
 //! isolation, limits, teardown and failure reporting, each asserted from inside the sandbox.
 
+mod common;
+
 use std::io::ErrorKind;
-use std::os::unix::fs::chown;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use sandbox::{Error, Policy, PolicyBuilder, Sandbox, Termination};
-
-const PYTHON_HOME: &str = "/root/.pyenv/versions/3.11.7";
-const PYTHON: &str = "/root/.pyenv/versions/3.11.7/bin/python3.11";
-
-/// One test's sandbox: its host directories and identity.
-struct Fixture {
-    dir: tempfile::TempDir,
-    name: String,
-    parent: String,
-    uid: u32,
-}
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-impl Fixture {
-    fn new(test: &str) -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "sandbox tests need root with all capabilities (as in CI)"
-        );
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let uid = 61_000 + (std::process::id() % 1000) * 10 + n;
-        let dir = tempfile::Builder::new()
-            .prefix("sandbox-it-")
-            .tempdir()
-            .unwrap();
-        std::fs::create_dir(dir.path().join("root")).unwrap();
-        std::fs::create_dir(dir.path().join("session")).unwrap();
-        chown(dir.path().join("session"), Some(uid), Some(uid)).unwrap();
-        let parent = format!("sandbox-it-{}-{test}", std::process::id());
-        Self {
-            dir,
-            name: format!("sbx-{test}"),
-            parent,
-            uid,
-        }
-    }
-
-    fn session(&self) -> PathBuf {
-        self.dir.path().join("session")
-    }
-
-    /// A policy running `argv`, with the session dir at /run/kernel.
-    fn policy<S: Into<String>>(&self, argv: impl IntoIterator<Item = S>) -> PolicyBuilder {
-        Policy::builder(&self.name)
-            .identity(self.uid, self.uid)
-            .root_dir(self.dir.path().join("root"))
-            .rw_bind(self.session(), "/run/kernel")
-            .env("HOME", "/sandbox")
-            .env("PATH", "/usr/bin:/bin")
-            .env("LANG", "C.UTF-8")
-            .cgroup_parent(&self.parent)
-            .argv(argv)
-    }
-
-    fn shell(&self, script: &str) -> PolicyBuilder {
-        self.policy(["/bin/sh", "-c", script])
-    }
-
-    async fn spawn(&self, policy: PolicyBuilder) -> Result<Sandbox, Error> {
-        let helper = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandbox-exec"));
-        sandbox::spawn(helper, &policy.build().unwrap()).await
-    }
-
-    /// Runs `policy` to the end; returns how it ended and what it wrote to /run/kernel/out.
-    async fn run(&self, policy: PolicyBuilder) -> (Termination, String) {
-        let sandbox = self.spawn(policy).await.expect("sandbox starts");
-        let termination = tokio::time::timeout(std::time::Duration::from_secs(60), sandbox.wait())
-            .await
-            .unwrap();
-        let out = std::fs::read_to_string(self.session().join("out")).unwrap_or_default();
-        (termination, out)
-    }
-
-    fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        ["memory", "pids"]
-            .iter()
-            .map(|c| {
-                Path::new("/sys/fs/cgroup")
-                    .join(c)
-                    .join(&self.parent)
-                    .join(&self.name)
-            })
-            .collect()
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        for controller in ["memory", "pids", "cpu", "freezer"] {
-            let _ = std::fs::remove_dir(
-                Path::new("/sys/fs/cgroup")
-                    .join(controller)
-                    .join(&self.parent),
-            );
-        }
-    }
-}
-
-fn field(out: &str, key: &str) -> String {
-    out.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("{key} missing in {out}"))
-        .trim()
-        .to_string()
-}
+use common::{field, Fixture, PYTHON, PYTHON_HOME};
+use sandbox::{Error, Termination};
 
 /// The payload runs as the policy's uid with no capability in any set, no_new_privs, as pid 2 under our init,
 /// sees only its own processes, and has the policy's hostname and exactly the policy's env.
@@ -124,27 +18,16 @@ async fn identity_capabilities_pid_namespace() {
                   echo envcount=$(env | grep -vE '^(PWD|SHLVL|_)=' | wc -l); echo cwd=$(pwd); } > /run/kernel/out";
     let (termination, out) = fx.run(fx.shell(script)).await;
     assert_eq!(termination, Termination::Exited(0), "{out}");
-    assert!(
-        out.contains(&format!("uid={0} gid={0} groups={0}", fx.uid)),
-        "{out}"
-    );
+    assert!(out.contains(&format!("uid={0} gid={0} groups={0}", fx.uid)), "{out}");
     for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
         assert_eq!(field(&out, cap), "0000000000000000", "{cap} in {out}");
     }
     assert_eq!(field(&out, "NoNewPrivs:"), "1");
-    assert_eq!(
-        field(&out, "pid="),
-        "2",
-        "the payload is the first child of the sandbox's init"
-    );
+    assert_eq!(field(&out, "pid="), "2", "the payload is the first child of the sandbox's init");
     assert_eq!(field(&out, "host="), fx.name);
     // sh, the subshell running ls and grep: a handful, never the host's hundreds, and not init (root, hidepid=2).
     assert!(field(&out, "procs=").parse::<u32>().unwrap() <= 5, "{out}");
-    assert_eq!(
-        field(&out, "envcount="),
-        "3",
-        "only HOME, PATH, LANG: {out}"
-    );
+    assert_eq!(field(&out, "envcount="), "3", "only HOME, PATH, LANG: {out}");
     assert_eq!(field(&out, "cwd="), "/sandbox");
 }
 
@@ -165,15 +48,9 @@ async fn filesystem_view() {
     assert!(!out.contains("visible="), "{out}");
     assert!(!out.contains("wrote="), "{out}");
     assert!(out.contains("writable=ok"), "{out}");
-    assert_eq!(
-        field(&out, "dev="),
-        "fd full null random shm stderr stdin stdout tty urandom zero"
-    );
+    assert_eq!(field(&out, "dev="), "fd full null random shm stderr stdin stdout tty urandom zero");
     assert_eq!(field(&out, "null="), "ok");
-    assert_eq!(
-        field(&out, "me="),
-        format!("sandbox:x:{0}:{0}:sandbox:/sandbox:/bin/sh", fx.uid)
-    );
+    assert_eq!(field(&out, "me="), format!("sandbox:x:{0}:{0}:sandbox:/sandbox:/bin/sh", fx.uid));
     assert_eq!(field(&out, "home="), format!("{}:700", fx.uid));
     assert_eq!(field(&out, "shm="), "1777");
 }
@@ -194,19 +71,13 @@ async fn no_network() {
          s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
          c = socket.create_connection(s.getsockname(), timeout=2); print('lo=up', file=out)\n"
     );
-    let policy = fx
-        .policy([PYTHON, "-I", "-c", &script])
-        .ro_bind(PYTHON_HOME, PYTHON_HOME);
+    let policy = fx.policy([PYTHON, "-I", "-c", &script]).ro_bind(PYTHON_HOME, PYTHON_HOME);
     let (termination, out) = fx.run(policy).await;
     assert_eq!(termination, Termination::Exited(0), "{out}");
     assert_eq!(field(&out, "ifaces="), "lo");
     assert_eq!(field(&out, "host="), "ConnectionRefusedError");
     assert_eq!(field(&out, "lo="), "up");
-    assert_eq!(
-        listener.accept().unwrap_err().kind(),
-        ErrorKind::WouldBlock,
-        "the host listener got a connection"
-    );
+    assert_eq!(listener.accept().unwrap_err().kind(), ErrorKind::WouldBlock, "the host listener got a connection");
 }
 
 /// Touching more memory than the limit gets the payload OOM-killed, reported as OutOfMemory, not as a signal;
@@ -215,12 +86,7 @@ async fn no_network() {
 async fn memory_limit_is_out_of_memory() {
     let fx = Fixture::new("oom");
     let policy = fx
-        .policy([
-            PYTHON,
-            "-I",
-            "-c",
-            "x = b'a' * (256 << 20)\nopen('/run/kernel/out', 'w').write('survived')",
-        ])
+        .policy([PYTHON, "-I", "-c", "x = b'a' * (256 << 20)\nopen('/run/kernel/out', 'w').write('survived')"])
         .ro_bind(PYTHON_HOME, PYTHON_HOME)
         .memory_limit(64 << 20);
     let (termination, out) = fx.run(policy).await;
@@ -235,12 +101,7 @@ async fn memory_limit_is_out_of_memory() {
 #[tokio::test]
 async fn pids_limit() {
     let fx = Fixture::new("pids");
-    let (termination, _) = fx
-        .run(
-            fx.shell("for i in $(seq 40); do sleep 5 & done; wait")
-                .pids_limit(10),
-        )
-        .await;
+    let (termination, _) = fx.run(fx.shell("for i in $(seq 40); do sleep 5 & done; wait").pids_limit(10)).await;
     assert_eq!(termination, Termination::PidsLimit);
 }
 
@@ -249,10 +110,7 @@ async fn pids_limit() {
 async fn exit_code_and_signal() {
     let fx = Fixture::new("exit");
     assert_eq!(fx.run(fx.shell("exit 7")).await.0, Termination::Exited(7));
-    assert_eq!(
-        fx.run(fx.shell("kill -TERM $$")).await.0,
-        Termination::Signaled(libc::SIGTERM)
-    );
+    assert_eq!(fx.run(fx.shell("kill -TERM $$")).await.0, Termination::Signaled(libc::SIGTERM));
 }
 
 /// kill() takes down init, the payload and its orphans, removes the cgroup, and is idempotent; several tasks
@@ -260,34 +118,16 @@ async fn exit_code_and_signal() {
 #[tokio::test]
 async fn kill_tears_everything_down() {
     let fx = Fixture::new("kill");
-    let sandbox = fx
-        .spawn(fx.shell("sleep 1000 & sleep 1000 & echo started > /run/kernel/out; wait"))
-        .await
-        .unwrap();
+    let sandbox = fx.spawn(fx.shell("sleep 1000 & sleep 1000 & echo started > /run/kernel/out; wait")).await.unwrap();
     let init = nix::unistd::Pid::from_raw(sandbox.init_pid() as i32);
-    assert!(
-        nix::sys::signal::kill(init, None).is_ok(),
-        "init is running"
-    );
+    assert!(nix::sys::signal::kill(init, None).is_ok(), "init is running");
     let members = std::fs::read_to_string(fx.cgroup_dirs()[0].join("cgroup.procs")).unwrap();
-    assert!(
-        members.lines().count() >= 3,
-        "helper, init and payload are in the cgroup: {members}"
-    );
+    assert!(members.lines().count() >= 3, "helper, init and payload are in the cgroup: {members}");
     let (first, second, ()) = tokio::join!(sandbox.wait(), sandbox.wait(), sandbox.kill());
-    assert_eq!(
-        (first, second),
-        (
-            Termination::Signaled(libc::SIGKILL),
-            Termination::Signaled(libc::SIGKILL)
-        )
-    );
+    assert_eq!((first, second), (Termination::Signaled(libc::SIGKILL), Termination::Signaled(libc::SIGKILL)));
     sandbox.kill().await;
     assert_eq!(sandbox.wait().await, Termination::Signaled(libc::SIGKILL));
-    assert_eq!(
-        nix::sys::signal::kill(init, None),
-        Err(nix::errno::Errno::ESRCH)
-    );
+    assert_eq!(nix::sys::signal::kill(init, None), Err(nix::errno::Errno::ESRCH));
     for dir in fx.cgroup_dirs() {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
@@ -310,17 +150,11 @@ async fn cleanup_stale_removes_leftovers() {
     while nix::sys::signal::kill(init, None).is_ok() && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        nix::sys::signal::kill(init, None),
-        Err(nix::errno::Errno::ESRCH)
-    );
+    assert_eq!(nix::sys::signal::kill(init, None), Err(nix::errno::Errno::ESRCH));
     assert_eq!(sandbox::cleanup_stale(&fx.parent).unwrap(), 0);
     // Never the whole hierarchy: an empty or relative parent would name every cgroup on the host.
     for parent in ["", "..", "a/b", "."] {
-        assert!(
-            matches!(sandbox::cleanup_stale(parent), Err(Error::Policy(_))),
-            "{parent:?}"
-        );
+        assert!(matches!(sandbox::cleanup_stale(parent), Err(Error::Policy(_))), "{parent:?}");
     }
 }
 
@@ -328,16 +162,10 @@ async fn cleanup_stale_removes_leftovers() {
 #[tokio::test]
 async fn exec_failure_is_reported() {
     let fx = Fixture::new("noexec");
-    let err = fx
-        .spawn(fx.policy(["/nonexistent/kernel"]))
-        .await
-        .expect_err("spawn fails");
+    let err = fx.spawn(fx.policy(["/nonexistent/kernel"])).await.expect_err("spawn fails");
     let message = err.to_string();
     assert!(matches!(err, Error::Setup { .. }), "{message}");
-    assert!(
-        message.contains("/nonexistent/kernel") && message.contains("ENOENT"),
-        "{message}"
-    );
+    assert!(message.contains("/nonexistent/kernel") && message.contains("ENOENT"), "{message}");
     for dir in fx.cgroup_dirs() {
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
@@ -346,24 +174,14 @@ async fn exec_failure_is_reported() {
 /// True once `pid` has exited (gone or a zombie waiting for its reaper).
 fn is_dead(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(") ")
-            .next()
-            .is_some_and(|rest| rest.starts_with('Z')),
+        Ok(stat) => stat.rsplit(") ").next().is_some_and(|rest| rest.starts_with('Z')),
         Err(_) => true,
     }
 }
 
 fn parent_of(pid: u32) -> u32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    stat.rsplit(") ")
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
+    stat.rsplit(") ").next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// When the gateway dies (SIGKILL), the parent-death signals take the helper and the sandbox's init with it,
@@ -379,11 +197,7 @@ async fn gateway_death_kills_the_sandbox() {
     let init = sandbox.init_pid();
     let helper = parent_of(init);
     let shell = parent_of(helper);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(shell as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shell as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     // No .await until checked: on this single-threaded runtime the watcher task (which would kill the cgroup
     // itself) cannot run, so only the parent-death signals can end these processes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);

@@ -1,25 +1,25 @@
 //! Request bodies: JSON objects of required string fields, refused the way the original's FastAPI did (422 with
 //! a `detail` list of `{type, loc, msg, input}`), whatever the content type.
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
+use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 
-/// Most bytes a request body may have.
-pub(super) const BODY_LIMIT: usize = 4 * 1024 * 1024;
-
 /// Longest `user_uuid` accepted.
-pub(super) const USER_ID_MAX: usize = 256;
+const USER_ID_MAX: usize = 256;
+
+/// The `user_uuid` field every endpoint takes: 1 to 256 characters.
+pub(super) const USER_FIELD: Field = Field { name: "user_uuid", min: 1, max: USER_ID_MAX };
 
 /// Reads the body and returns the named string fields, each within its length bounds.
 pub(super) async fn string_fields<const N: usize>(
     body: Body,
+    limit: usize,
     fields: [Field; N],
 ) -> Result<[String; N], ApiError> {
-    let bytes = to_bytes(body, BODY_LIMIT)
-        .await
-        .map_err(|_| ApiError::TooLarge { limit: BODY_LIMIT })?;
+    let bytes = read_limited(body, limit).await?;
     let value = parse(&bytes)?;
     let Value::Object(object) = &value else {
         return Err(ApiError::Validation(vec![json!({
@@ -42,6 +42,30 @@ pub(super) async fn string_fields<const N: usize>(
     } else {
         Err(ApiError::Validation(errors))
     }
+}
+
+/// A body larger than its limit is still read (and thrown away) up to this many bytes, so the client, which is
+/// usually still sending, gets to read the 413 instead of a reset connection.
+const DRAIN_CAP: usize = 64 * 1024 * 1024;
+
+/// Reads the whole body if it is at most `limit` bytes.
+async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { break };
+        seen = seen.saturating_add(chunk.len());
+        if seen <= limit {
+            bytes.extend_from_slice(&chunk);
+        } else if seen > DRAIN_CAP {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::TooLarge { limit });
+    }
+    Ok(bytes)
 }
 
 /// A required string field and its length bounds.
@@ -74,9 +98,7 @@ fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
 fn check(object: &Map<String, Value>, field: &Field) -> Result<String, Value> {
     let input = Value::Object(object.clone());
     match object.get(field.name) {
-        None => Err(
-            json!({ "type": "missing", "loc": ["body", field.name], "msg": "Field required", "input": input }),
-        ),
+        None => Err(json!({ "type": "missing", "loc": ["body", field.name], "msg": "Field required", "input": input })),
         Some(Value::String(text)) => {
             let chars = text.chars().count();
             if chars < field.min {
@@ -105,32 +127,20 @@ fn check(object: &Map<String, Value>, field: &Field) -> Result<String, Value> {
 mod tests {
     use super::*;
 
-    const USER: Field = Field {
-        name: "user_uuid",
-        min: 1,
-        max: USER_ID_MAX,
-    };
-    const CODE: Field = Field {
-        name: "code",
-        min: 0,
-        max: usize::MAX,
-    };
+    const USER: Field = Field { name: "user_uuid", min: 1, max: USER_ID_MAX };
+    const CODE: Field = Field { name: "code", min: 0, max: usize::MAX };
 
     async fn fields(body: &[u8]) -> Result<[String; 2], Vec<Value>> {
-        string_fields(Body::from(body.to_vec()), [USER, CODE])
-            .await
-            .map_err(|err| match err {
-                ApiError::Validation(list) => list,
-                other => panic!("not a validation error: {other:?}"),
-            })
+        string_fields(Body::from(body.to_vec()), 1 << 20, [USER, CODE]).await.map_err(|err| match err {
+            ApiError::Validation(list) => list,
+            other => panic!("not a validation error: {other:?}"),
+        })
     }
 
     /// A valid body yields its fields.
     #[tokio::test]
     async fn valid_body() {
-        let [user, code] = fields(br#"{"user_uuid":"u1","code":"print(1)"}"#)
-            .await
-            .unwrap();
+        let [user, code] = fields(br#"{"user_uuid":"u1","code":"print(1)"}"#).await.unwrap();
         assert_eq!((user.as_str(), code.as_str()), ("u1", "print(1)"));
     }
 
@@ -142,16 +152,8 @@ mod tests {
             (b"", "missing", json!(["body"])),
             (b"[1]", "model_attributes_type", json!(["body"])),
             (br#"{"code":"1"}"#, "missing", json!(["body", "user_uuid"])),
-            (
-                br#"{"user_uuid":5,"code":"1"}"#,
-                "string_type",
-                json!(["body", "user_uuid"]),
-            ),
-            (
-                br#"{"user_uuid":"","code":"1"}"#,
-                "string_too_short",
-                json!(["body", "user_uuid"]),
-            ),
+            (br#"{"user_uuid":5,"code":"1"}"#, "string_type", json!(["body", "user_uuid"])),
+            (br#"{"user_uuid":"","code":"1"}"#, "string_too_short", json!(["body", "user_uuid"])),
         ];
         for (body, kind, loc) in cases {
             let errors = fields(body).await.unwrap_err();
@@ -165,9 +167,72 @@ mod tests {
     /// Invalid UTF-8 is a JSON error, not a crash.
     #[tokio::test]
     async fn invalid_utf8_is_422() {
-        let errors = fields(b"{\"user_uuid\":\"\xff\",\"code\":\"1\"}")
-            .await
-            .unwrap_err();
+        let errors = fields(b"{\"user_uuid\":\"\xff\",\"code\":\"1\"}").await.unwrap_err();
         assert_eq!(errors[0]["type"], "json_invalid");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const USER: Field = USER_FIELD;
+    const CODE: Field = Field { name: "code", min: 0, max: usize::MAX };
+
+    fn run(body: Vec<u8>) -> Result<[String; 2], ApiError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(string_fields(Body::from(body), 4096, [USER, CODE]))
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            ".{0,300}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z_]{0,10}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic and are either accepted or refused as 422/413.
+        #[test]
+        fn arbitrary_bytes_are_accepted_or_refused(body in prop::collection::vec(any::<u8>(), 0..600)) {
+            match run(body) {
+                Ok(_) | Err(ApiError::Validation(_)) | Err(ApiError::TooLarge { .. }) => {}
+                Err(other) => prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
+
+        /// A JSON object is accepted exactly when both fields are strings within bounds, and then yields them.
+        #[test]
+        fn objects_are_judged_by_their_fields(user in json_value(), code in json_value(), extra in json_value()) {
+            let body = serde_json::json!({ "user_uuid": user, "code": code, "extra": extra });
+            let valid_user = matches!(&user, Value::String(u) if (1..=USER_ID_MAX).contains(&u.chars().count()));
+            let valid = valid_user && code.is_string();
+            match run(body.to_string().into_bytes()) {
+                Ok([u, c]) => {
+                    prop_assert!(valid);
+                    prop_assert_eq!(Value::String(u), user);
+                    prop_assert_eq!(Value::String(c), code);
+                }
+                Err(ApiError::Validation(errors)) => {
+                    prop_assert!(!valid);
+                    prop_assert!(!errors.is_empty());
+                    for error in errors {
+                        prop_assert!(error["type"].is_string() && error["msg"].is_string() && error["loc"].is_array());
+                    }
+                }
+                Err(ApiError::TooLarge { .. }) => prop_assert!(body.to_string().len() > 4096),
+                Err(other) => prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
     }
 }

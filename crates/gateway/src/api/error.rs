@@ -17,8 +17,16 @@ pub enum ApiError {
     #[error("invalid request body")]
     Validation(Vec<Value>),
     /// The body is larger than allowed.
-    #[error("request body larger than {limit} bytes")]
+    #[error("the request body is larger than {limit} bytes")]
     TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The submitted code is larger than allowed.
+    #[error("the code is {size} bytes; the limit is {limit} bytes (setting code_limit_kib)")]
+    CodeTooLarge {
+        /// The code's size in bytes.
+        size: usize,
         /// The limit in bytes.
         limit: usize,
     },
@@ -39,7 +47,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge { .. } | ApiError::CodeTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Execution(_) => StatusCode::BAD_REQUEST,
             ApiError::Unresponsive(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Pool(PoolError::Released) => StatusCode::CONFLICT,
@@ -70,26 +78,15 @@ mod tests {
     async fn unauthorized_body_is_the_originals() {
         let response = ApiError::Unauthorized.into_response();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        assert_eq!(
-            &bytes[..],
-            br#"{"detail":"Invalid or missing authentication token"}"#
-        );
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        assert_eq!(&bytes[..], br#"{"detail":"Invalid or missing authentication token"}"#);
     }
 
     /// Pool failures are 503 with a detail that says why.
     #[test]
     fn pool_errors_are_503() {
-        assert_eq!(
-            ApiError::Pool(PoolError::Full { max: 3 }).status_code(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        assert_eq!(
-            ApiError::Pool(PoolError::Initializing).status_code(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        assert_eq!(ApiError::Pool(PoolError::Full { max: 3 }).status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ApiError::Pool(PoolError::Initializing).status_code(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(PoolError::Initializing.to_string().contains("initializing"));
     }
 }

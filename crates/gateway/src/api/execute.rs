@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use kernel::{ErrorInfo, Output, StreamName};
 use serde_json::{json, Map, Value};
 
-use super::body::{string_fields, Field, USER_ID_MAX};
+use super::body::{string_fields, Field, USER_FIELD};
 use super::{ApiError, AppState};
 use crate::launcher::Exit;
 use crate::pool::{End, Execution};
@@ -18,22 +18,11 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 async fn execute(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let [user, code] = string_fields(
-        body,
-        [
-            Field {
-                name: "user_uuid",
-                min: 1,
-                max: USER_ID_MAX,
-            },
-            Field {
-                name: "code",
-                min: 0,
-                max: usize::MAX,
-            },
-        ],
-    )
-    .await?;
+    let code_field = Field { name: "code", min: 0, max: usize::MAX };
+    let [user, code] = string_fields(body, state.body_limit(), [USER_FIELD, code_field]).await?;
+    if code.len() > state.code_limit_bytes {
+        return Err(ApiError::CodeTooLarge { size: code.len(), limit: state.code_limit_bytes });
+    }
     tracing::debug!(%user, %code, "execute");
     let execution = state.pool.execute(&user, code).await?;
     answer(execution, state.memory_limit_mib)
@@ -52,12 +41,17 @@ fn answer(execution: Execution, memory_limit_mib: u64) -> Result<Json<Value>, Ap
         End::Error(error) => Some(format!("Python Execution Error: {}: {}", error.ename, error.evalue)),
         End::Timeout => Some(format!(
             "Execution timed out after {} s: the code was interrupted and the session's state was kept.",
-            execution.timeout.as_secs_f64()
+            execution.limits.timeout.as_secs_f64()
         )),
         End::TimeoutRestarted => Some(format!(
             "Execution timed out after {} s and did not stop when interrupted: the interpreter was restarted and \
              the session's state was lost.",
-            execution.timeout.as_secs_f64()
+            execution.limits.timeout.as_secs_f64()
+        )),
+        End::PidsLimit | End::Died(Exit::PidsLimit) => Some(format!(
+            "The code hit the sandbox's limit of {} processes and threads (a fork or thread bomb): every process \
+             of the session was killed and the interpreter replaced; the session's state was lost.",
+            execution.limits.pids
         )),
         End::Died(Exit::OutOfMemory) => Some(format!(
             "The Python kernel was killed at its memory limit of {memory_limit_mib} MiB: the session's state was \
@@ -67,9 +61,9 @@ fn answer(execution: Execution, memory_limit_mib: u64) -> Result<Json<Value>, Ap
             "The Python kernel died ({exit}): the session's state was lost; the next request starts a fresh \
              interpreter."
         )),
-        End::Unresponsive(err) => Some(format!(
-            "The sandbox stopped answering ({err}): it was replaced and the session's state was lost."
-        )),
+        End::Unresponsive(err) => {
+            Some(format!("The sandbox stopped answering ({err}): it was replaced and the session's state was lost."))
+        }
     };
     if let Some(detail) = &detail {
         body.insert("detail".into(), Value::String(detail.clone()));
@@ -80,14 +74,9 @@ fn answer(execution: Execution, memory_limit_mib: u64) -> Result<Json<Value>, Ap
         }
     }
     body.insert("outputs".into(), Value::Array(outputs));
-    body.insert(
-        "execution_count".into(),
-        execution.execution_count.map_or(Value::Null, Value::from),
-    );
-    body.insert(
-        "duration_ms".into(),
-        json!(execution.duration.as_secs_f64() * 1e3),
-    );
+    body.insert("execution_count".into(), execution.execution_count.map_or(Value::Null, Value::from));
+    body.insert("duration_ms".into(), json!(execution.duration.as_secs_f64() * 1e3));
+    body.insert("output_truncated".into(), execution.output_truncated.into());
     match execution.end {
         End::Ok => Ok(Json(Value::Object(body))),
         End::Unresponsive(_) => Err(ApiError::Unresponsive(Box::new(Value::Object(body)))),
@@ -100,10 +89,7 @@ fn result_text(outputs: &[Output]) -> Option<String> {
     let mut text: Option<String> = None;
     for output in outputs {
         let piece = match output {
-            Output::Stream {
-                name: StreamName::Stdout,
-                text,
-            } => text.as_str(),
+            Output::Stream { name: StreamName::Stdout, text } => text.as_str(),
             Output::ExecuteResult { data, .. } => match data.get("text/plain") {
                 Some(Value::String(plain)) => plain.as_str(),
                 _ => continue,
@@ -118,12 +104,10 @@ fn result_text(outputs: &[Output]) -> Option<String> {
 /// The last PNG any output carried, as the original's `result_base64`.
 fn last_png(outputs: &[Output]) -> Option<String> {
     outputs.iter().rev().find_map(|output| match output {
-        Output::DisplayData { data, .. } | Output::ExecuteResult { data, .. } => {
-            match data.get("image/png") {
-                Some(Value::String(png)) => Some(png.trim_end().to_owned()),
-                _ => None,
-            }
-        }
+        Output::DisplayData { data, .. } | Output::ExecuteResult { data, .. } => match data.get("image/png") {
+            Some(Value::String(png)) => Some(png.trim_end().to_owned()),
+            _ => None,
+        },
         _ => None,
     })
 }
@@ -143,11 +127,7 @@ fn output_json(output: &Output) -> Value {
         Output::DisplayData { data, metadata } => {
             with_metadata(json!({ "type": "display_data", "data": data }), metadata)
         }
-        Output::ExecuteResult {
-            data,
-            metadata,
-            execution_count,
-        } => with_metadata(
+        Output::ExecuteResult { data, metadata, execution_count } => with_metadata(
             json!({ "type": "execute_result", "data": data, "execution_count": execution_count }),
             metadata,
         ),
@@ -155,10 +135,9 @@ fn output_json(output: &Output) -> Value {
             json!({ "type": "error", "ename": error.ename, "evalue": error.evalue, "traceback": error.traceback })
         }
         Output::ClearOutput { wait } => json!({ "type": "clear_output", "wait": wait }),
-        Output::UpdateDisplayData { data, metadata, .. } => with_metadata(
-            json!({ "type": "update_display_data", "data": data }),
-            metadata,
-        ),
+        Output::UpdateDisplayData { data, metadata, .. } => {
+            with_metadata(json!({ "type": "update_display_data", "data": data }), metadata)
+        }
     }
 }
 
@@ -175,17 +154,11 @@ mod tests {
     use std::time::Duration;
 
     fn stream(name: StreamName, text: &str) -> Output {
-        Output::Stream {
-            name,
-            text: text.into(),
-        }
+        Output::Stream { name, text: text.into() }
     }
 
     fn bundle(pairs: &[(&str, &str)]) -> Map<String, Value> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect()
     }
 
     fn finished(outputs: Vec<Output>, end: End) -> Execution {
@@ -194,7 +167,13 @@ mod tests {
             execution_count: Some(3),
             duration: Duration::from_millis(5),
             end,
-            timeout: Duration::from_secs(10),
+            output_truncated: false,
+            limits: crate::pool::ExecLimits {
+                timeout: Duration::from_secs(10),
+                grace: Duration::from_secs(1),
+                output_bytes: 1 << 20,
+                pids: 64,
+            },
         }
     }
 
@@ -208,15 +187,8 @@ mod tests {
                 data: bundle(&[("image/png", "first"), ("text/plain", "<Figure>")]),
                 metadata: Map::new(),
             },
-            Output::DisplayData {
-                data: bundle(&[("image/png", "second\n")]),
-                metadata: Map::new(),
-            },
-            Output::ExecuteResult {
-                execution_count: 3,
-                data: bundle(&[("text/plain", "42")]),
-                metadata: Map::new(),
-            },
+            Output::DisplayData { data: bundle(&[("image/png", "second\n")]), metadata: Map::new() },
+            Output::ExecuteResult { execution_count: 3, data: bundle(&[("text/plain", "42")]), metadata: Map::new() },
         ];
         let Json(body) = answer(finished(outputs, End::Ok), 1024).unwrap();
         assert_eq!(body["result_text"], "a\n42");
@@ -244,16 +216,12 @@ mod tests {
             evalue: "division by zero".into(),
             traceback: vec!["tb".into()],
         };
-        let Err(ApiError::Execution(body)) = answer(
-            finished(vec![Output::Error(error.clone())], End::Error(error)),
-            1024,
-        ) else {
+        let Err(ApiError::Execution(body)) =
+            answer(finished(vec![Output::Error(error.clone())], End::Error(error)), 1024)
+        else {
             panic!("not a 400");
         };
-        assert_eq!(
-            body["detail"],
-            "Python Execution Error: ZeroDivisionError: division by zero"
-        );
+        assert_eq!(body["detail"], "Python Execution Error: ZeroDivisionError: division by zero");
         assert_eq!(body["reason"], "error");
         assert_eq!(body["state_lost"], false);
         assert_eq!(body["error"]["traceback"][0], "tb");
@@ -262,26 +230,15 @@ mod tests {
     /// Kernel deaths are named by cause and say the state is lost.
     #[test]
     fn deaths_are_named() {
-        let Err(ApiError::Execution(body)) =
-            answer(finished(vec![], End::Died(Exit::OutOfMemory)), 512)
-        else {
+        let Err(ApiError::Execution(body)) = answer(finished(vec![], End::Died(Exit::OutOfMemory)), 512) else {
             panic!()
         };
         assert_eq!(body["reason"], "out_of_memory");
         assert_eq!(body["state_lost"], true);
         assert!(body["detail"].as_str().unwrap().contains("512 MiB"));
-        let Err(ApiError::Execution(body)) =
-            answer(finished(vec![], End::Died(Exit::Code(1))), 512)
-        else {
-            panic!()
-        };
+        let Err(ApiError::Execution(body)) = answer(finished(vec![], End::Died(Exit::Code(1))), 512) else { panic!() };
         assert_eq!(body["reason"], "kernel_died");
-        let Err(ApiError::Execution(body)) = answer(finished(vec![], End::Timeout), 512) else {
-            panic!()
-        };
-        assert_eq!(
-            (body["reason"].as_str(), body["state_lost"].as_bool()),
-            (Some("timeout"), Some(false))
-        );
+        let Err(ApiError::Execution(body)) = answer(finished(vec![], End::Timeout), 512) else { panic!() };
+        assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("timeout"), Some(false)));
     }
 }

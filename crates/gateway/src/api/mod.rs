@@ -27,6 +27,15 @@ pub struct AppState {
     pub token: Arc<str>,
     /// The memory limit per sandbox, for messages.
     pub memory_limit_mib: u64,
+    /// Largest code accepted; larger is 413.
+    pub code_limit_bytes: usize,
+}
+
+impl AppState {
+    /// Largest request body read: room for the code with every character JSON-escaped, plus the other fields.
+    fn body_limit(&self) -> usize {
+        self.code_limit_bytes.saturating_mul(6).saturating_add(64 * 1024)
+    }
 }
 
 /// The whole API.
@@ -35,24 +44,12 @@ pub fn router(state: AppState) -> Router {
         .merge(execute::router())
         .merge(sessions::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .merge(protected)
-        .merge(health::router())
-        .layer(CorsLayer::permissive())
-        .with_state(state)
+    Router::new().merge(protected).merge(health::router()).layer(CorsLayer::permissive()).with_state(state)
 }
 
 /// Answers 401 unless the request carries the right `X-Auth-Token`.
-async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let given = request
-        .headers()
-        .get("x-auth-token")
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let given = request.headers().get("x-auth-token").map(|v| v.as_bytes()).unwrap_or_default();
     if constant_time_eq(given, state.token.as_bytes()) {
         Ok(next.run(request).await)
     } else {

@@ -6,26 +6,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::body::{string_fields, Field, USER_ID_MAX};
+use super::body::{string_fields, USER_FIELD};
 use super::{ApiError, AppState};
 
 /// `POST /release`, `GET /status`.
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/release", post(release))
-        .route("/status", get(status))
+    Router::new().route("/release", post(release)).route("/status", get(status))
 }
 
 async fn release(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
-    let [user] = string_fields(
-        body,
-        [Field {
-            name: "user_uuid",
-            min: 1,
-            max: USER_ID_MAX,
-        }],
-    )
-    .await?;
+    let [user] = string_fields(body, state.body_limit(), [USER_FIELD]).await?;
     let existed = state.pool.release(&user).await;
     tracing::info!(%user, existed, "release");
     Ok(Json(json!({

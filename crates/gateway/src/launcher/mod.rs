@@ -5,6 +5,7 @@
 //! second implementation.
 
 pub mod sandboxed;
+mod session_dir;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,6 +45,8 @@ pub trait KernelProcess: Send + Sync {
     fn has_exited(&self) -> bool;
     /// Kills the kernel and everything it started, and frees what it held; idempotent.
     fn kill(&self) -> BoxFuture<'_, ()>;
+    /// How often a process or thread creation failed against the sandbox's process limit so far.
+    fn pids_limit_hits(&self) -> u64;
 }
 
 /// A ready kernel: a connected client and the process behind it.

@@ -4,22 +4,23 @@
 //! Per sandbox, a session directory `<data_dir>/sessions/<name>/` holds `run/` (the connection file and the
 //! kernel's ipc sockets, mounted at `/run/kernel`) and `root/` (the empty mount point of the sandbox's root).
 
-use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use kernel::{Client, ConnectionInfo};
+use kernel::Client;
 use sandbox::{Policy, Sandbox, TmpfsSizes};
 use sha2::{Digest, Sha256};
 
+use super::session_dir::{self, SessionDir};
 use super::{BoxFuture, Exit, Kernel, KernelProcess, LaunchError, Launcher};
 use crate::config::Config;
 use crate::kernel_env::KernelEnv;
 
 /// Where the kernel virtualenv is mounted inside a sandbox.
 const ENV_IN_SANDBOX: &str = "/opt/kernel-env";
+/// How far under the memory limit the address-space limit sits.
+const ADDRESS_SPACE_HEADROOM: u64 = 32 << 20;
 /// Where the session's `run/` directory is mounted inside a sandbox.
 const RUN_IN_SANDBOX: &str = "/run/kernel";
 
@@ -38,6 +39,9 @@ pub struct SandboxLauncher {
     cpu_millicores: u64,
     tmpfs: TmpfsSizes,
     start_timeout: Duration,
+    /// `RLIMIT_AS`: just under the memory limit, so a big allocation raises `MemoryError` before an OOM kill.
+    address_space: u64,
+    open_files: u64,
 }
 
 /// The cgroup parent name of the sandboxes of the service whose data directory is `data_dir`.
@@ -55,10 +59,8 @@ impl SandboxLauncher {
     /// A launcher for `config`'s limits, running kernels from `env`.
     pub fn new(config: &Config, env: KernelEnv) -> Result<SandboxLauncher, LaunchError> {
         let sessions_dir = config.data_dir.join("sessions");
-        let exe = std::env::current_exe().map_err(|source| LaunchError::SessionDir {
-            path: PathBuf::from("/proc/self/exe"),
-            source,
-        })?;
+        let exe = std::env::current_exe()
+            .map_err(|source| LaunchError::SessionDir { path: PathBuf::from("/proc/self/exe"), source })?;
         Ok(SandboxLauncher {
             exe,
             cgroup_parent: cgroup_parent_for(&config.data_dir),
@@ -74,24 +76,23 @@ impl SandboxLauncher {
                 dev_shm: 64 << 20,
             },
             start_timeout: Duration::from_secs_f64(config.kernel_start_timeout_secs),
+            address_space: (config.memory_limit_mib << 20).saturating_sub(ADDRESS_SPACE_HEADROOM),
+            open_files: config.open_files_limit,
         })
     }
 
-    fn policy(&self, name: &str, uid: u32, session_dir: &Path) -> Result<Policy, LaunchError> {
+    fn policy(&self, name: &str, uid: u32, session_dir: &SessionDir) -> Result<Policy, LaunchError> {
         let env_dir = Path::new(ENV_IN_SANDBOX);
-        let matplotlibrc = env_dir.join(
-            self.env
-                .matplotlibrc
-                .strip_prefix(&self.env.root)
-                .unwrap_or(Path::new("")),
-        );
+        let matplotlibrc = env_dir.join(self.env.matplotlibrc.strip_prefix(&self.env.root).unwrap_or(Path::new("")));
         let python = env_dir.join("bin/python");
         let builder = Policy::builder(name)
             .identity(uid, uid)
-            .root_dir(session_dir.join("root"))
+            .root_dir(session_dir.root())
             .ro_bind(&self.env.base_prefix, &self.env.base_prefix)
             .ro_bind(&self.env.root, env_dir)
-            .rw_bind(session_dir.join("run"), RUN_IN_SANDBOX)
+            .rw_bind(session_dir.run(), RUN_IN_SANDBOX)
+            .address_space_limit(self.address_space)
+            .open_files_limit(self.open_files)
             .tmpfs(self.tmpfs)
             .memory_limit(self.memory_bytes)
             .pids_limit(self.pids_max)
@@ -107,20 +108,14 @@ impl SandboxLauncher {
                 "--HistoryManager.hist_file=:memory:".into(),
             ]);
         let env = [
-            (
-                "PATH",
-                format!("{ENV_IN_SANDBOX}/bin:/usr/local/bin:/usr/bin:/bin"),
-            ),
+            ("PATH", format!("{ENV_IN_SANDBOX}/bin:/usr/local/bin:/usr/bin:/bin")),
             ("HOME", "/sandbox".into()),
             ("USER", "sandbox".into()),
             ("TMPDIR", "/tmp".into()),
             ("LANG", "C.UTF-8".into()),
             ("MPLCONFIGDIR", "/tmp/mpl".into()),
             ("MATPLOTLIBRC", matplotlibrc.to_string_lossy().into_owned()),
-            (
-                "MPLBACKEND",
-                "module://matplotlib_inline.backend_inline".into(),
-            ),
+            ("MPLBACKEND", "module://matplotlib_inline.backend_inline".into()),
             ("XDG_CACHE_HOME", "/tmp/.cache".into()),
             ("OPENBLAS_NUM_THREADS", "1".into()),
             ("OMP_NUM_THREADS", "1".into()),
@@ -135,68 +130,29 @@ impl SandboxLauncher {
             .map_err(|err| LaunchError::Sandbox(sandbox::Error::from(err)))
     }
 
-    /// Creates the session directory with the connection file, owned by the sandbox's uid.
-    fn prepare_session_dir(
-        &self,
-        session_dir: &Path,
-        uid: u32,
-    ) -> Result<ConnectionInfo, LaunchError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| LaunchError::SessionDir { path, source }
-        };
-        let run = session_dir.join("run");
-        std::fs::create_dir_all(session_dir.join("root")).map_err(io(session_dir))?;
-        std::fs::create_dir_all(&run).map_err(io(&run))?;
-        chown(&run, Some(uid), Some(uid)).map_err(io(&run))?;
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).map_err(io(&run))?;
-        let info = ConnectionInfo::ipc(&run);
-        let file = run.join("kernel.json");
-        std::fs::write(&file, info.connection_file_json(Path::new(RUN_IN_SANDBOX)))
-            .map_err(io(&file))?;
-        chown(&file, Some(uid), Some(uid)).map_err(io(&file))?;
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
-            .map_err(io(&file))?;
-        Ok(info)
-    }
-
     async fn start(&self, slot: usize) -> Result<Kernel, LaunchError> {
         let name = format!("ci-{slot}-{:08x}", rand::random::<u32>());
         let uid = self.uid_base + slot as u32;
-        let session_dir = self.sessions_dir.join(&name);
         let started = std::time::Instant::now();
-        let result = self.start_in(&name, uid, &session_dir).await;
-        match &result {
-            Ok(_) => {
-                tracing::debug!(sandbox = %name, ms = started.elapsed().as_millis() as u64, "kernel ready")
+        let (session_dir, info) = SessionDir::create(&self.sessions_dir, &name, uid, Path::new(RUN_IN_SANDBOX))?;
+        let policy = match self.policy(&name, uid, &session_dir) {
+            Ok(policy) => policy,
+            Err(err) => {
+                session_dir.remove();
+                return Err(err);
             }
-            Err(_) => {
-                let _ = std::fs::remove_dir_all(&session_dir);
-            }
-        }
-        result
-    }
-
-    async fn start_in(
-        &self,
-        name: &str,
-        uid: u32,
-        session_dir: &Path,
-    ) -> Result<Kernel, LaunchError> {
-        let info = self.prepare_session_dir(session_dir, uid)?;
-        let policy = self.policy(name, uid, session_dir)?;
+        };
         let mut helper = tokio::process::Command::new(&self.exe);
         // Its own process group: a Ctrl-C on the gateway's terminal must not reach the sandboxes directly.
         helper.arg("__sandbox-exec").process_group(0);
-        let sandbox = Arc::new(
-            sandbox::spawn(helper, &policy)
-                .await
-                .map_err(LaunchError::Sandbox)?,
-        );
-        let process = SandboxProcess {
-            sandbox: sandbox.clone(),
-            session_dir: session_dir.to_path_buf(),
+        let sandbox = match sandbox::spawn(helper, &policy).await {
+            Ok(sandbox) => sandbox,
+            Err(err) => {
+                session_dir.remove();
+                return Err(LaunchError::Sandbox(err));
+            }
         };
+        let process = SandboxProcess { sandbox, session_dir };
         let ready = async {
             let mut client = Client::connect(&info).await?;
             client.wait_ready(self.start_timeout).await?;
@@ -207,11 +163,10 @@ impl SandboxLauncher {
             exit = process.exited() => Err(LaunchError::DiedStarting(exit)),
         };
         match outcome {
-            Ok(client) => Ok(Kernel {
-                name: name.to_owned(),
-                client,
-                process: Box::new(process),
-            }),
+            Ok(client) => {
+                tracing::debug!(sandbox = %name, ms = started.elapsed().as_millis() as u64, "kernel ready");
+                Ok(Kernel { name, client, process: Box::new(process) })
+            }
             Err(err) => {
                 process.kill().await;
                 Err(err)
@@ -227,28 +182,15 @@ impl Launcher for SandboxLauncher {
 
     fn cleanup_stale(&self) -> Result<usize, LaunchError> {
         let removed = sandbox::cleanup_stale(&self.cgroup_parent).map_err(LaunchError::Sandbox)?;
-        match std::fs::remove_dir_all(&self.sessions_dir) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(LaunchError::SessionDir {
-                    path: self.sessions_dir.clone(),
-                    source,
-                })
-            }
-        }
-        std::fs::create_dir_all(&self.sessions_dir).map_err(|source| LaunchError::SessionDir {
-            path: self.sessions_dir.clone(),
-            source,
-        })?;
+        session_dir::remove_all(&self.sessions_dir)?;
         Ok(removed)
     }
 }
 
 /// A sandbox running a kernel, and its session directory (removed with it).
 struct SandboxProcess {
-    sandbox: Arc<Sandbox>,
-    session_dir: PathBuf,
+    sandbox: Sandbox,
+    session_dir: SessionDir,
 }
 
 impl KernelProcess for SandboxProcess {
@@ -267,14 +209,14 @@ impl KernelProcess for SandboxProcess {
         self.sandbox.wait().now_or_never().is_some()
     }
 
+    fn pids_limit_hits(&self) -> u64 {
+        self.sandbox.pids_limit_hits()
+    }
+
     fn kill(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.sandbox.kill().await;
-            if let Err(err) = tokio::fs::remove_dir_all(&self.session_dir).await {
-                if err.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(dir = %self.session_dir.display(), cause = %err, "cannot remove a session directory");
-                }
-            }
+            self.session_dir.remove();
         })
     }
 }

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use kernel::{ErrorInfo, ExecuteStatus, Output};
 
+use super::output::OutputBudget;
+
 use crate::launcher::{Exit, Kernel};
 
 /// How an execution ended.
@@ -22,15 +24,15 @@ pub enum End {
     Died(Exit),
     /// The kernel stopped answering (protocol failure); it was replaced.
     Unresponsive(kernel::Error),
+    /// The code ran into the sandbox's process limit (a fork or thread bomb); the kernel and every process it
+    /// started were replaced.
+    PidsLimit,
 }
 
 impl End {
     /// Whether the session's variables are gone (its kernel must be replaced).
     pub fn state_lost(&self) -> bool {
-        matches!(
-            self,
-            End::TimeoutRestarted | End::Died(_) | End::Unresponsive(_)
-        )
+        matches!(self, End::TimeoutRestarted | End::Died(_) | End::Unresponsive(_))
     }
 
     /// The name of this end in answers and logs.
@@ -41,7 +43,7 @@ impl End {
             End::Timeout => "timeout",
             End::TimeoutRestarted => "timeout_restarted",
             End::Died(Exit::OutOfMemory) => "out_of_memory",
-            End::Died(Exit::PidsLimit) => "pids_limit",
+            End::Died(Exit::PidsLimit) | End::PidsLimit => "pids_limit",
             End::Died(_) => "kernel_died",
             End::Unresponsive(_) => "unresponsive",
         }
@@ -59,17 +61,23 @@ pub struct Execution {
     pub duration: Duration,
     /// How it ended.
     pub end: End,
-    /// The timeout that applied (for messages).
-    pub timeout: Duration,
+    /// Whether outputs were cut or dropped at the output limit.
+    pub output_truncated: bool,
+    /// The limits that applied (for messages).
+    pub limits: ExecLimits,
 }
 
-/// Timing policy of an execution.
+/// Limits of one execution.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadlines {
+pub struct ExecLimits {
     /// When to interrupt.
     pub timeout: Duration,
     /// How long an interrupted execution may take to stop before the kernel is replaced.
     pub grace: Duration,
+    /// Most bytes of output kept.
+    pub output_bytes: usize,
+    /// The sandbox's process limit (for messages).
+    pub pids: u64,
 }
 
 /// How long a protocol failure waits for the kernel's exit, so a dying kernel is named as such.
@@ -81,17 +89,18 @@ enum Phase {
 }
 
 /// Runs `code` on `kernel`. When the result's `end.state_lost()`, the caller must destroy the kernel.
-pub(super) async fn run(kernel: &mut Kernel, code: &str, deadlines: Deadlines) -> Execution {
+pub(super) async fn run(kernel: &mut Kernel, code: &str, limits: ExecLimits) -> Execution {
     let started = Instant::now();
-    let mut outputs = Vec::new();
+    let mut budget = OutputBudget::new(limits.output_bytes);
     let interrupter = kernel.client.interrupter();
+    let pids_hits = kernel.process.pids_limit_hits();
     let (end, execution_count) = {
-        let mut on_output = |output: Output| outputs.push(output);
+        let mut on_output = |output: Output| budget.push(output);
         let execute = kernel.client.execute(code, &mut on_output);
         tokio::pin!(execute);
         let exited = kernel.process.exited();
         tokio::pin!(exited);
-        let deadline = tokio::time::sleep(deadlines.timeout);
+        let deadline = tokio::time::sleep(limits.timeout);
         tokio::pin!(deadline);
         let mut phase = Phase::Running;
         loop {
@@ -122,20 +131,19 @@ pub(super) async fn run(kernel: &mut Kernel, code: &str, deadlines: Deadlines) -
                             }
                         });
                         phase = Phase::Interrupted;
-                        deadline.as_mut().reset(tokio::time::Instant::now() + deadlines.grace);
+                        deadline.as_mut().reset(tokio::time::Instant::now() + limits.grace);
                     }
                     Phase::Interrupted => break (End::TimeoutRestarted, None),
                 },
             }
         }
     };
-    Execution {
-        outputs,
-        execution_count,
-        duration: started.elapsed(),
-        end,
-        timeout: deadlines.timeout,
-    }
+    let end = match end {
+        End::Ok | End::Error(_) | End::Timeout if kernel.process.pids_limit_hits() > pids_hits => End::PidsLimit,
+        end => end,
+    };
+    let (outputs, output_truncated) = budget.finish();
+    Execution { outputs, execution_count, duration: started.elapsed(), end, output_truncated, limits }
 }
 
 fn unknown_error() -> ErrorInfo {

@@ -38,19 +38,13 @@ pub(super) async fn refill(shared: Arc<Shared>) {
                         Ok(kernel) if !state.closed => {
                             let ms = started.elapsed().as_millis() as u64;
                             tracing::info!(sandbox = %kernel.name, ms, "warm kernel ready");
-                            state.warm.push_back(PooledKernel {
-                                kernel,
-                                _slot: slot,
-                            });
+                            state.warm.push_back(PooledKernel { kernel, _slot: slot });
                             if state.warm.len() >= shared.config.warm {
                                 shared.initializing.store(false, Ordering::Release);
                             }
                             None
                         }
-                        Ok(kernel) => Some(Ok(PooledKernel {
-                            kernel,
-                            _slot: slot,
-                        })),
+                        Ok(kernel) => Some(Ok(PooledKernel { kernel, _slot: slot })),
                         Err(err) => Some(Err(err)),
                     }
                 };
@@ -91,10 +85,7 @@ pub(super) async fn reap(shared: Arc<Shared>) {
                 .filter(|(_, s)| s.activity().idle_for(shared.config.idle_timeout))
                 .map(|(user, _)| user.clone())
                 .collect();
-            users
-                .into_iter()
-                .filter_map(|u| state.sessions.remove(&u).map(|s| (u, s)))
-                .collect()
+            users.into_iter().filter_map(|u| state.sessions.remove(&u).map(|s| (u, s))).collect()
         };
         for (user, session) in idle {
             tracing::info!(%user, "recycling idle session");

@@ -6,6 +6,7 @@
 
 mod execution;
 mod maintain;
+mod output;
 mod session;
 mod slots;
 
@@ -17,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-pub use execution::{Deadlines, End, Execution};
+pub use execution::{End, ExecLimits, Execution};
 use session::SessionHandle;
 use slots::{Slot, Slots};
 
@@ -30,8 +31,8 @@ pub struct PoolConfig {
     pub warm: usize,
     /// Most kernels alive or starting.
     pub max: usize,
-    /// Timeout policy of executions.
-    pub deadlines: Deadlines,
+    /// Limits of each execution.
+    pub limits: ExecLimits,
     /// A session idle this long is recycled.
     pub idle_timeout: Duration,
     /// How often idle sessions are looked for.
@@ -42,9 +43,7 @@ pub struct PoolConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     /// Every sandbox slot is taken.
-    #[error(
-        "no sandbox available: all {max} sandboxes are in use; retry later or release a session"
-    )]
+    #[error("no sandbox available: all {max} sandboxes are in use; retry later or release a session")]
     Full {
         /// The configured maximum.
         max: usize,
@@ -141,9 +140,7 @@ impl Shared {
         match self.slots.take() {
             Some(slot) => Ok(Reservation::Cold(slot)),
             None if self.initializing.load(Ordering::Acquire) => Err(PoolError::Initializing),
-            None => Err(PoolError::Full {
-                max: self.config.max,
-            }),
+            None => Err(PoolError::Full { max: self.config.max }),
         }
     }
 
@@ -156,10 +153,7 @@ impl Shared {
                     tracing::error!(cause = %error_chain(&err), "cold sandbox start failed");
                     PoolError::Launch(error_chain(&err))
                 })?;
-                Ok(PooledKernel {
-                    kernel,
-                    _slot: slot,
-                })
+                Ok(PooledKernel { kernel, _slot: slot })
             }
         }
     }
@@ -249,15 +243,10 @@ impl Pool {
         let (sessions, warm) = {
             let mut state = self.shared.state();
             state.closed = true;
-            (
-                std::mem::take(&mut state.sessions),
-                std::mem::take(&mut state.warm),
-            )
+            (std::mem::take(&mut state.sessions), std::mem::take(&mut state.warm))
         };
         self.shared.closing.cancel();
-        let closes = sessions
-            .into_values()
-            .map(|s| tokio::spawn(async move { s.close().await }));
+        let closes = sessions.into_values().map(|s| tokio::spawn(async move { s.close().await }));
         let kills = warm.into_iter().map(|k| tokio::spawn(k.destroy()));
         for task in closes.chain(kills).collect::<Vec<_>>() {
             let _ = task.await;

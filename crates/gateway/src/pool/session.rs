@@ -40,12 +40,7 @@ impl Activity {
     /// Whether the session has had no work for at least `idle`.
     pub(super) fn idle_for(&self, idle: std::time::Duration) -> bool {
         self.pending.load(Ordering::Acquire) == 0
-            && self
-                .last
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .elapsed()
-                >= idle
+            && self.last.lock().unwrap_or_else(|e| e.into_inner()).elapsed() >= idle
     }
 }
 
@@ -76,24 +71,11 @@ impl SessionHandle {
 /// Starts the actor of `user`'s session with the kernel (or slot) reserved for it.
 pub(super) fn spawn(shared: Arc<Shared>, user: String, reservation: Reservation) -> SessionHandle {
     let (jobs, queue) = mpsc::unbounded_channel();
-    let activity = Arc::new(Activity {
-        last: Mutex::new(Instant::now()),
-        pending: AtomicUsize::new(0),
-    });
+    let activity = Arc::new(Activity { last: Mutex::new(Instant::now()), pending: AtomicUsize::new(0) });
     let cancel = CancellationToken::new();
-    let actor = Actor {
-        shared,
-        user,
-        activity: activity.clone(),
-        cancel: cancel.clone(),
-    };
+    let actor = Actor { shared, user, activity: activity.clone(), cancel: cancel.clone() };
     let task = tokio::spawn(actor.run(queue, reservation));
-    SessionHandle {
-        jobs,
-        activity,
-        cancel,
-        task,
-    }
+    SessionHandle { jobs, activity, cancel, task }
 }
 
 struct Actor {
@@ -159,8 +141,7 @@ impl Actor {
             *kernel = Some(fresh);
         }
         let current = kernel.as_mut().expect("bound above");
-        let execution =
-            execution::run(&mut current.kernel, code, self.shared.config.deadlines).await;
+        let execution = execution::run(&mut current.kernel, code, self.shared.config.limits).await;
         tracing::info!(
             sandbox = %current.kernel.name,
             reason = execution.end.reason(),

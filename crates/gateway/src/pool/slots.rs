@@ -13,19 +13,13 @@ pub(super) struct Slots {
 impl Slots {
     /// `max` slots, all free.
     pub(super) fn new(max: usize) -> Slots {
-        Slots {
-            free: Arc::new(Mutex::new((0..max).rev().collect())),
-            max,
-        }
+        Slots { free: Arc::new(Mutex::new((0..max).rev().collect())), max }
     }
 
     /// Takes a free slot, if any.
     pub(super) fn take(&self) -> Option<Slot> {
         let index = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-        Some(Slot {
-            index,
-            free: self.free.clone(),
-        })
+        Some(Slot { index, free: self.free.clone() })
     }
 
     /// Slots in use.
@@ -49,10 +43,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.free
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(self.index);
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(self.index);
     }
 }
 

@@ -8,29 +8,16 @@ use crate::util::{shared, user, TOKEN};
 #[tokio::test]
 async fn token_is_required() {
     let api = shared().client();
-    let body = json!({"user_uuid": "u", "code": "1"})
-        .to_string()
-        .into_bytes();
+    let body = json!({"user_uuid": "u", "code": "1"}).to_string().into_bytes();
     for token in [None, Some("wrong"), Some("")] {
         let (status, answer) = api.raw("/execute", token, body.clone()).await;
         assert_eq!(status, 401, "token {token:?}");
-        assert_eq!(
-            answer,
-            json!({"detail": "Invalid or missing authentication token"})
-        );
+        assert_eq!(answer, json!({"detail": "Invalid or missing authentication token"}));
     }
-    let (status, answer) = api
-        .raw("/release", None, br#"{"user_uuid":"u"}"#.to_vec())
-        .await;
-    assert_eq!(
-        (status, answer["detail"].as_str()),
-        (401, Some("Invalid or missing authentication token"))
-    );
+    let (status, answer) = api.raw("/release", None, br#"{"user_uuid":"u"}"#.to_vec()).await;
+    assert_eq!((status, answer["detail"].as_str()), (401, Some("Invalid or missing authentication token")));
     let (status, _) = api.get_anonymous("/status").await;
-    assert_eq!(
-        status, 401,
-        "/status requires the token, as the documentation says"
-    );
+    assert_eq!(status, 401, "/status requires the token, as the documentation says");
     let (status, text) = api.get_anonymous("/health").await;
     assert_eq!(status, 200, "{text}");
 }
@@ -54,10 +41,7 @@ async fn malformed_bodies_are_422() {
         assert!(answer["detail"][0]["loc"].is_array());
     }
     let (status, answer) = api.raw("/release", Some(TOKEN), b"{}".to_vec()).await;
-    assert_eq!(
-        (status, answer["detail"][0]["loc"].clone()),
-        (422, json!(["body", "user_uuid"]))
-    );
+    assert_eq!((status, answer["detail"][0]["loc"].clone()), (422, json!(["body", "user_uuid"])));
 }
 
 /// Release answers the original's body, for known and unknown users alike, and frees the sandbox.
@@ -68,16 +52,10 @@ async fn release_answers_the_originals_body() {
     api.run_ok(&who, "x = 1").await;
     let (status, answer) = api.release(&who).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        answer,
-        json!({"status": "ok", "detail": format!("Worker for user {who} has been released.")})
-    );
+    assert_eq!(answer, json!({"status": "ok", "detail": format!("Worker for user {who} has been released.")}));
     let (status, answer) = api.release("nobody-ever").await;
     assert_eq!(status, 200);
-    assert_eq!(
-        answer["detail"],
-        "Worker for user nobody-ever has been released."
-    );
+    assert_eq!(answer["detail"], "Worker for user nobody-ever has been released.");
 }
 
 /// /status has the original's four fields with their types.
@@ -88,15 +66,7 @@ async fn status_has_the_original_fields() {
     let object = status.as_object().unwrap();
     let mut keys: Vec<_> = object.keys().map(String::as_str).collect();
     keys.sort();
-    assert_eq!(
-        keys,
-        [
-            "busy_workers",
-            "idle_workers_in_pool",
-            "is_initializing",
-            "total_workers"
-        ]
-    );
+    assert_eq!(keys, ["busy_workers", "idle_workers_in_pool", "is_initializing", "total_workers"]);
     for key in ["busy_workers", "idle_workers_in_pool", "total_workers"] {
         assert!(object[key].is_u64(), "{key}: {status}");
     }
@@ -109,21 +79,13 @@ async fn status_has_the_original_fields() {
 #[tokio::test]
 async fn cors_allows_any_origin() {
     let response = reqwest::Client::new()
-        .request(
-            reqwest::Method::OPTIONS,
-            format!("{}/execute", shared().url),
-        )
+        .request(reqwest::Method::OPTIONS, format!("{}/execute", shared().url))
         .header("Origin", "null")
         .header("Access-Control-Request-Method", "POST")
-        .header(
-            "Access-Control-Request-Headers",
-            "x-auth-token,content-type",
-        )
+        .header("Access-Control-Request-Headers", "x-auth-token,content-type")
         .send()
         .await
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
-    assert!(response
-        .headers()
-        .contains_key("access-control-allow-origin"));
+    assert!(response.headers().contains_key("access-control-allow-origin"));
 }

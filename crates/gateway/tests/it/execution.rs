@@ -12,16 +12,9 @@ use crate::util::{shared, user};
 async fn state_persists_across_requests() {
     let api = shared().client();
     let who = user("state");
-    assert_eq!(
-        api.run_ok(&who, "import math\nx = 41\ndef f(v): return v + 1")
-            .await,
-        ""
-    );
+    assert_eq!(api.run_ok(&who, "import math\nx = 41\ndef f(v): return v + 1").await, "");
     assert_eq!(api.run_ok(&who, "f(x)").await, "42");
-    assert_eq!(
-        api.run_ok(&who, "print(math.floor(2.5)); x += 1; x").await,
-        "2\n42"
-    );
+    assert_eq!(api.run_ok(&who, "print(math.floor(2.5)); x += 1; x").await, "2\n42");
 }
 
 /// Two users cannot see each other's variables.
@@ -32,25 +25,16 @@ async fn users_are_isolated() {
     api.run_ok(&alice, "secret = 'alice-only'").await;
     let (status, body) = api.execute(&bob, "secret").await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(
-        body["detail"],
-        "Python Execution Error: NameError: name 'secret' is not defined"
-    );
+    assert_eq!(body["detail"], "Python Execution Error: NameError: name 'secret' is not defined");
 }
 
 /// Width and height of a PNG, checked to be a real PNG.
 fn png_size(b64: &str) -> (u32, u32) {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .expect("valid base64");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.trim()).expect("valid base64");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
     assert_eq!(&bytes[12..16], b"IHDR");
     let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
-    assert!(
-        bytes.len() > 1000,
-        "a real image has more than {} bytes",
-        bytes.len()
-    );
+    assert!(bytes.len() > 1000, "a real image has more than {} bytes", bytes.len());
     (be(16), be(20))
 }
 
@@ -65,49 +49,25 @@ async fn print_plus_plot_returns_both() {
     assert_eq!(body["result_text"], "before plot\n");
     let (width, height) = png_size(body["result_base64"].as_str().expect("an image"));
     assert!(width >= 200 && height >= 150, "{width}x{height}");
-    let kinds: Vec<&str> = body["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["type"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = body["outputs"].as_array().unwrap().iter().map(|o| o["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["stream", "display_data"]);
-    let warnings: Vec<&Value> = body["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["name"] == "stderr")
-        .collect();
-    assert!(
-        warnings.is_empty(),
-        "no glyph warnings expected: {warnings:?}"
-    );
+    let warnings: Vec<&Value> = body["outputs"].as_array().unwrap().iter().filter(|o| o["name"] == "stderr").collect();
+    assert!(warnings.is_empty(), "no glyph warnings expected: {warnings:?}");
 }
 
 /// Two plots return two images, in order; result_base64 is the last one.
 #[tokio::test]
 async fn two_plots_return_two_images() {
     let api = shared().client();
-    let code =
-        "import matplotlib.pyplot as plt\nplt.figure(figsize=(2,2)); plt.plot([1,2]); plt.show()\n\
+    let code = "import matplotlib.pyplot as plt\nplt.figure(figsize=(2,2)); plt.plot([1,2]); plt.show()\n\
                 plt.figure(figsize=(4,3)); plt.plot([2,1]); plt.show()";
     let (status, body) = api.execute(&user("plots"), code).await;
     assert_eq!(status, 200, "{body}");
-    let images: Vec<&str> = body["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|o| o["data"]["image/png"].as_str())
-        .collect();
+    let images: Vec<&str> =
+        body["outputs"].as_array().unwrap().iter().filter_map(|o| o["data"]["image/png"].as_str()).collect();
     assert_eq!(images.len(), 2);
-    assert!(
-        png_size(images[0]).0 < png_size(images[1]).0,
-        "the second figure is wider"
-    );
-    assert_eq!(
-        body["result_base64"].as_str().unwrap().trim(),
-        images[1].trim()
-    );
+    assert!(png_size(images[0]).0 < png_size(images[1]).0, "the second figure is wider");
+    assert_eq!(body["result_base64"].as_str().unwrap().trim(), images[1].trim());
 }
 
 /// stderr is told apart from stdout and kept out of result_text, in emission order.
@@ -122,20 +82,11 @@ async fn stderr_is_separate() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|o| {
-            (
-                o["name"].as_str().unwrap().to_owned(),
-                o["text"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|o| (o["name"].as_str().unwrap().to_owned(), o["text"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(
         streams,
-        [
-            ("stdout".into(), "out1\n".into()),
-            ("stderr".into(), "err1\n".into()),
-            ("stdout".into(), "out2\n".into())
-        ]
+        [("stdout".into(), "out1\n".into()), ("stderr".into(), "err1\n".into()), ("stdout".into(), "out2\n".into())]
     );
     assert!(body["execution_count"].is_i64());
     assert!(body["duration_ms"].as_f64().unwrap() > 0.0);
@@ -149,29 +100,15 @@ async fn errors_give_400_with_traceback() {
     api.run_ok(&who, "kept = 7").await;
     let (status, body) = api.execute(&who, "def broken(:\n  pass").await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .starts_with("Python Execution Error: SyntaxError: "),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().starts_with("Python Execution Error: SyntaxError: "), "{body}");
     assert_eq!(body["reason"], "error");
     let (status, body) = api.execute(&who, "print('partial')\n1 / 0").await;
     assert_eq!(status, 400);
-    assert_eq!(
-        body["detail"],
-        "Python Execution Error: ZeroDivisionError: division by zero"
-    );
-    assert_eq!(
-        (body["reason"].as_str(), body["state_lost"].as_bool()),
-        (Some("error"), Some(false))
-    );
+    assert_eq!(body["detail"], "Python Execution Error: ZeroDivisionError: division by zero");
+    assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("error"), Some(false)));
     assert_eq!(body["error"]["ename"], "ZeroDivisionError");
     let traceback = body["error"]["traceback"].as_array().unwrap();
-    assert!(traceback
-        .iter()
-        .any(|line| line.as_str().unwrap().contains("ZeroDivisionError")));
+    assert!(traceback.iter().any(|line| line.as_str().unwrap().contains("ZeroDivisionError")));
     assert_eq!(body["outputs"][0]["text"], "partial\n");
     assert_eq!(body["outputs"][1]["type"], "error");
     assert_eq!(api.run_ok(&who, "kept").await, "7");
@@ -197,11 +134,7 @@ async fn python_loop_times_out_and_keeps_state() {
     api.run_ok(&who, "survivor = 'still here'").await;
     let (status, body) = api.execute(&who, "while True: pass").await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(
-        (body["reason"].as_str(), body["state_lost"].as_bool()),
-        (Some("timeout"), Some(false)),
-        "{body}"
-    );
+    assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("timeout"), Some(false)), "{body}");
     assert!(body["detail"].as_str().unwrap().contains("timed out"));
     assert_eq!(api.run_ok(&who, "survivor").await, "'still here'");
 }
@@ -214,16 +147,9 @@ async fn c_level_loop_is_replaced() {
     api.run_ok(&who, "doomed = 1").await;
     let (status, body) = api.execute(&who, "sum(range(10**13))").await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(
-        (body["reason"].as_str(), body["state_lost"].as_bool()),
-        (Some("timeout_restarted"), Some(true))
-    );
+    assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("timeout_restarted"), Some(true)));
     let (status, body) = api.execute(&who, "doomed").await;
-    assert_eq!(
-        (status, body["error"]["ename"].as_str()),
-        (400, Some("NameError")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"]["ename"].as_str()), (400, Some("NameError")), "{body}");
     assert_eq!(api.run_ok(&who, "1 + 1").await, "2");
 }
 
@@ -236,42 +162,37 @@ async fn kernel_exit_is_kernel_died() {
     let started = Instant::now();
     let (status, body) = api.execute(&who, "import os; os._exit(1)").await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(
-        (body["reason"].as_str(), body["state_lost"].as_bool()),
-        (Some("kernel_died"), Some(true)),
-        "{body}"
-    );
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("exited with code 1"),
-        "{body}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "noticed before the 3 s timeout"
-    );
+    assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("kernel_died"), Some(true)), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("exited with code 1"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(3), "noticed before the 3 s timeout");
     let (status, body) = api.execute(&who, "gone").await;
-    assert_eq!(
-        (status, body["error"]["ename"].as_str()),
-        (400, Some("NameError")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"]["ename"].as_str()), (400, Some("NameError")), "{body}");
 }
 
-/// A memory bomb past the sandbox limit is reported as out_of_memory; the session recovers.
+/// A big allocation raises MemoryError (the address-space limit sits under the memory limit): state is kept.
+#[tokio::test]
+async fn big_allocation_raises_memory_error_and_keeps_state() {
+    let api = shared().client();
+    let who = user("memory-error");
+    api.run_ok(&who, "import numpy, pandas, matplotlib.pyplot, sklearn\nkept = 'yes'").await;
+    let (status, body) = api.execute(&who, "hog = ' ' * (1536 * 1024 * 1024)").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["ename"], "MemoryError", "{body}");
+    assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("error"), Some(false)));
+    assert_eq!(api.run_ok(&who, "kept").await, "'yes'");
+}
+
+/// Memory past the cgroup limit across processes kills the kernel: reported as out_of_memory, the session recovers.
 #[tokio::test]
 async fn memory_limit_is_out_of_memory() {
     let api = shared().client();
     let who = user("oom");
-    let (status, body) = api.execute(&who, "hog = ' ' * (1536 * 1024 * 1024)").await;
+    let code = "import subprocess, sys\nhog = b'x' * (600 << 20)\n\
+                subprocess.run([sys.executable, '-c', 'b = b\"y\" * (600 << 20); import time; time.sleep(5)'])";
+    let (status, body) = api.execute(&who, code).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(
-        (body["reason"].as_str(), body["state_lost"].as_bool()),
-        (Some("out_of_memory"), Some(true)),
-        "{body}"
-    );
+    assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("out_of_memory"), Some(true)), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("memory limit of 1024 MiB"), "{body}");
     assert_eq!(api.run_ok(&who, "'alive'").await, "'alive'");
 }
 
@@ -285,8 +206,7 @@ async fn a_users_requests_run_in_order() {
     for i in 0..6 {
         let api = api.clone();
         let who = who.clone();
-        let code =
-            format!("import time\nstart = len(log)\ntime.sleep(0.05)\nlog.append(({i}, start))");
+        let code = format!("import time\nstart = len(log)\ntime.sleep(0.05)\nlog.append(({i}, start))");
         tasks.push(tokio::spawn(async move { api.execute(&who, &code).await }));
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
@@ -294,10 +214,7 @@ async fn a_users_requests_run_in_order() {
         assert_eq!(task.await.unwrap().0, 200);
     }
     let log = api.run_ok(&who, "log").await;
-    assert_eq!(
-        log, "[(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]",
-        "each ran alone, in order"
-    );
+    assert_eq!(log, "[(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 5)]", "each ran alone, in order");
 }
 
 /// Different users run in parallel: two 1.5 s sleeps finish well before 3 s.
@@ -308,14 +225,7 @@ async fn users_run_in_parallel() {
     api.run_ok(&a, "import time").await;
     api.run_ok(&b, "import time").await;
     let started = Instant::now();
-    let (ra, rb) = tokio::join!(
-        api.execute(&a, "time.sleep(1.5)"),
-        api.execute(&b, "time.sleep(1.5)")
-    );
+    let (ra, rb) = tokio::join!(api.execute(&a, "time.sleep(1.5)"), api.execute(&b, "time.sleep(1.5)"));
     assert_eq!((ra.0, rb.0), (200, 200));
-    assert!(
-        started.elapsed() < Duration::from_millis(2900),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_millis(2900), "took {:?}", started.elapsed());
 }

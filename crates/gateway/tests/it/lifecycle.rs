@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::util::{user, TestServer};
+use crate::util::{user, TestServer, TOKEN};
 
 /// With every sandbox bound, a new user gets 503 with a detail saying why; a release makes room again.
 #[tokio::test]
@@ -15,22 +15,9 @@ async fn maximum_gives_503() {
     api.run_ok(&b, "1").await;
     let (status, body) = api.execute(&c, "1").await;
     assert_eq!(status, 503, "{body}");
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("all 2 sandboxes are in use"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("all 2 sandboxes are in use"), "{body}");
     let status = api.status().await;
-    assert_eq!(
-        (
-            status["total_workers"].as_u64(),
-            status["busy_workers"].as_u64()
-        ),
-        (Some(2), Some(2)),
-        "{status}"
-    );
+    assert_eq!((status["total_workers"].as_u64(), status["busy_workers"].as_u64()), (Some(2), Some(2)), "{status}");
     api.release(&a).await;
     assert_eq!(api.run_ok(&c, "'in'").await, "'in'");
 }
@@ -38,9 +25,7 @@ async fn maximum_gives_503() {
 /// Names of the sandboxes whose session directories exist under `data_dir`.
 fn session_dirs(data_dir: &Path) -> Vec<String> {
     match std::fs::read_dir(data_dir.join("sessions")) {
-        Ok(entries) => entries
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
+        Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -65,33 +50,24 @@ fn processes_in_cgroups_named(needle: &str) -> Vec<u32> {
 /// directories; and the token file is unchanged.
 #[tokio::test]
 async fn restart_after_sigkill_leaves_nothing_behind() {
-    let temp = tempfile::Builder::new()
-        .prefix("ci-crash-")
-        .tempdir()
-        .unwrap();
+    let temp = tempfile::Builder::new().prefix("ci-crash-").tempdir().unwrap();
     let data_dir = temp.path();
-    std::fs::write(data_dir.join("auth_token.txt"), "file-token").unwrap();
-    let first = TestServer::start_in(data_dir, &["--warm-sandboxes", "1"]);
+    // The token comes from the file (AUTH_TOKEN empty): the requests below only pass if it is the one written here.
+    std::fs::write(data_dir.join("auth_token.txt"), TOKEN).unwrap();
+    let first = TestServer::start_with_token(data_dir, &["--warm-sandboxes", "1"], "");
     first.client().wait_ready().await;
     first.client().run_ok(&user("crash"), "x = 1").await;
     let old = session_dirs(data_dir);
     assert_eq!(old.len(), 2, "one warm and one bound sandbox: {old:?}");
     first.kill_hard();
 
-    let second = TestServer::start_in(data_dir, &["--warm-sandboxes", "1"]);
+    let second = TestServer::start_with_token(data_dir, &["--warm-sandboxes", "1"], "");
     second.client().wait_ready().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let now = session_dirs(data_dir);
     for name in &old {
-        assert!(
-            !now.contains(name),
-            "session directory {name} of the old run is left: {now:?}"
-        );
-        assert_eq!(
-            processes_in_cgroups_named(name),
-            Vec::<u32>::new(),
-            "processes of {name} are left"
-        );
+        assert!(!now.contains(name), "session directory {name} of the old run is left: {now:?}");
+        assert_eq!(processes_in_cgroups_named(name), Vec::<u32>::new(), "processes of {name} are left");
         for controller in ["memory", "pids", "cpu"] {
             let leftover = std::fs::read_dir(format!("/sys/fs/cgroup/{controller}"))
                 .into_iter()
@@ -101,10 +77,11 @@ async fn restart_after_sigkill_leaves_nothing_behind() {
             assert!(!leftover, "cgroup {controller}/.../{name} is left");
         }
     }
-    assert_eq!(
-        std::fs::read_to_string(data_dir.join("auth_token.txt")).unwrap(),
-        "file-token"
-    );
+    assert_eq!(std::fs::read_to_string(data_dir.join("auth_token.txt")).unwrap(), TOKEN);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for name in &old {
+        assert!(!mounts.contains(name.as_str()), "a mount of {name} of the old run is left on the host");
+    }
     assert_eq!(second.client().run_ok(&user("after"), "'ok'").await, "'ok'");
 }
 
@@ -117,12 +94,31 @@ async fn shutdown_destroys_every_sandbox() {
     let names = session_dirs(&server.data_dir);
     assert_eq!(names.len(), 3);
     assert!(server.stop(), "the server exited by itself on SIGTERM");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     for name in &names {
-        assert_eq!(
-            processes_in_cgroups_named(name),
-            Vec::<u32>::new(),
-            "processes of {name} are left"
-        );
+        assert_eq!(processes_in_cgroups_named(name), Vec::<u32>::new(), "processes of {name} are left");
+        assert!(!mounts.contains(name.as_str()), "the session mount of {name} is left");
     }
     assert_eq!(session_dirs(&server.data_dir), Vec::<String>::new());
+}
+
+/// `code-interpreter token` prints the token the server uses: AUTH_TOKEN's, else the data directory's (created once).
+#[test]
+fn token_command_prints_the_servers_token() {
+    let temp = tempfile::tempdir().unwrap();
+    let token = |auth: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_code-interpreter"));
+        command.arg("--data-dir").arg(temp.path()).arg("token").env_remove("AUTH_TOKEN");
+        if let Some(auth) = auth {
+            command.env("AUTH_TOKEN", auth);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let first = token(None);
+    assert!(uuid::Uuid::parse_str(&first).is_ok(), "{first}");
+    assert_eq!(std::fs::read_to_string(temp.path().join("auth_token.txt")).unwrap(), first);
+    assert_eq!(token(None), first, "the same token on every call");
+    assert_eq!(token(Some("from-env")), "from-env");
 }

@@ -1,6 +1,8 @@
 //! The integration suite: the real `code-interpreter` binary on a loopback port, real sandboxed ipykernels.
 
 mod api;
+mod bad_input;
+mod escape;
 mod execution;
 mod lifecycle;
 mod sandbox;

@@ -16,16 +16,8 @@ async fn no_connection_to_host_loopback() {
     let text = api.run_ok(&user("net"), &code).await;
     assert!(text.starts_with("refused"), "{text}");
     listener.set_nonblocking(true).unwrap();
-    assert!(
-        listener.accept().is_err(),
-        "nothing reached the host listener"
-    );
-    let interfaces = api
-        .run_ok(
-            &user("net-if"),
-            "import socket; sorted(n for _, n in socket.if_nameindex())",
-        )
-        .await;
+    assert!(listener.accept().is_err(), "nothing reached the host listener");
+    let interfaces = api.run_ok(&user("net-if"), "import socket; sorted(n for _, n in socket.if_nameindex())").await;
     assert_eq!(interfaces, "['lo']");
 }
 
@@ -41,18 +33,11 @@ async fn host_files_are_not_visible() {
         "import os\nprint([os.path.exists(p) for p in ['/work', {repo:?}, '/root/.cargo', {data_dir:?}, '/etc/shadow']], \
          os.listdir('/root') if os.path.exists('/root') else ['.pyenv'])"
     );
-    assert_eq!(
-        api.run_ok(&user("files"), &code).await,
-        "[False, False, False, False, False] ['.pyenv']\n"
-    );
-    let code =
-        "import os\nout = []\nfor p in ['/usr/x', '/x', '/etc/x', '/sandbox/x', '/tmp/x']:\n    \
+    assert_eq!(api.run_ok(&user("files"), &code).await, "[False, False, False, False, False] ['.pyenv']\n");
+    let code = "import os\nout = []\nfor p in ['/usr/x', '/x', '/etc/x', '/sandbox/x', '/tmp/x']:\n    \
                 try:\n        open(p, 'w').write('1'); out.append('w')\n    \
                 except OSError:\n        out.append('ro')\nprint(out, os.getcwd())";
-    assert_eq!(
-        api.run_ok(&user("ro"), code).await,
-        "['ro', 'ro', 'ro', 'w', 'w'] /sandbox\n"
-    );
+    assert_eq!(api.run_ok(&user("ro"), code).await, "['ro', 'ro', 'ro', 'w', 'w'] /sandbox\n");
 }
 
 /// The kernel runs as an unprivileged uid with no capabilities and no_new_privs.
@@ -66,11 +51,7 @@ async fn kernel_is_unprivileged() {
     let fields: Vec<&str> = text.split_whitespace().collect();
     assert_ne!(fields[0], "0", "{text}");
     assert_ne!(fields[1], "0", "{text}");
-    assert_eq!(
-        &fields[2..],
-        ["0000000000000000", "0000000000000000", "1"],
-        "{text}"
-    );
+    assert_eq!(&fields[2..], ["0000000000000000", "0000000000000000", "1"], "{text}");
 }
 
 /// The process list shows only the session's own processes; host and other sessions are invisible.
@@ -85,10 +66,7 @@ async fn process_list_is_private() {
     let fields: Vec<&str> = text.split_whitespace().collect();
     let count: usize = fields[0].parse().unwrap();
     let max_pid: u32 = fields[1].parse().unwrap();
-    assert!(
-        count <= 4,
-        "only init and the kernel (and its helpers): {text}"
-    );
+    assert!(count <= 4, "only init and the kernel (and its helpers): {text}");
     assert!(max_pid < 100, "pids are the namespace's own: {text}");
     let host_pid = std::process::id();
     let code = format!("import os\nos.path.exists('/proc/{host_pid}') and {host_pid} > 100");

@@ -1,11 +1,10 @@
 //! Test harness: starts the real binary with a temporary data directory and talks to it over HTTP.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use gateway::harness::ServerProcess;
 use serde_json::{json, Value};
 
 /// The token every test server uses.
@@ -30,23 +29,15 @@ where
 {
     std::thread::scope(|scope| {
         scope
-            .spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(future)
-            })
+            .spawn(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future))
             .join()
             .unwrap()
     })
 }
 
-/// A running `code-interpreter serve`; stopped with SIGTERM on drop.
+/// A running `code-interpreter serve` with its data directory.
 pub(crate) struct TestServer {
-    child: Mutex<Option<Child>>,
-    /// Held open: the server stops when it closes (`--stop-on-stdin-eof`), even if this process dies.
-    _stdin: Mutex<Option<ChildStdin>>,
+    process: ServerProcess,
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub(crate) url: String,
     /// The server's data directory.
@@ -57,100 +48,41 @@ pub(crate) struct TestServer {
 impl TestServer {
     /// Starts a server with its own temporary data directory and the given extra flags; waits until it serves.
     pub(crate) fn start(flags: &[&str]) -> TestServer {
-        let temp = tempfile::Builder::new()
-            .prefix("ci-test-")
-            .tempdir()
-            .unwrap();
-        let data_dir = temp.path().to_path_buf();
-        let mut server = TestServer::start_in(&data_dir, flags);
+        let temp = tempfile::Builder::new().prefix("ci-test-").tempdir().unwrap();
+        let mut server = TestServer::start_in(temp.path(), flags);
         server._temp = Some(temp);
         server
     }
 
     /// Starts a server on an existing data directory (kept after the server stops).
     pub(crate) fn start_in(data_dir: &Path, flags: &[&str]) -> TestServer {
+        TestServer::start_with_token(data_dir, flags, TOKEN)
+    }
+
+    /// Starts a server whose `AUTH_TOKEN` is `token` (empty: the token comes from the data directory's file).
+    pub(crate) fn start_with_token(data_dir: &Path, flags: &[&str], token: &str) -> TestServer {
         let env = kernel_env();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_code-interpreter"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--kernel-env")
-            .arg(&env)
-            .args(["--listen", "127.0.0.1:0", "--stop-on-stdin-eof"])
-            .args(flags)
-            .env("AUTH_TOKEN", TOKEN)
-            .env("RUST_LOG", "gateway=debug,sandbox=info")
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting code-interpreter");
-        let stdin = child.stdin.take();
-        let (address_tx, address_rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("serving on http://").nth(1) {
-                    let address: String = rest
-                        .chars()
-                        .take_while(|c| !c.is_whitespace() && *c != ';')
-                        .collect();
-                    let _ = address_tx.send(address);
-                }
-                eprintln!("[server] {line}");
-            }
-        });
-        let address = address_rx
-            .recv_timeout(Duration::from_secs(300))
-            .expect("the server did not start serving");
-        TestServer {
-            child: Mutex::new(Some(child)),
-            _stdin: Mutex::new(stdin),
-            url: format!("http://{address}"),
-            data_dir: data_dir.to_path_buf(),
-            _temp: None,
-        }
+        let mut all_flags = vec!["--kernel-env", env.to_str().unwrap()];
+        all_flags.extend_from_slice(flags);
+        let exe = Path::new(env!("CARGO_BIN_EXE_code-interpreter"));
+        let envs = [("RUST_LOG", "gateway=debug,sandbox=info")];
+        let process = ServerProcess::start(exe, data_dir, token, &all_flags, &envs).expect("starting the server");
+        TestServer { url: process.url.clone(), process, data_dir: data_dir.to_path_buf(), _temp: None }
     }
 
     /// Kills the server with SIGKILL, as a crash would, and reaps it.
     pub(crate) fn kill_hard(&self) {
-        if let Some(mut child) = self.child.lock().unwrap().take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
+        self.process.kill_hard();
     }
 
-    /// Stops the server with SIGTERM and waits for it (bounded); returns whether it exited by itself in time.
+    /// Stops the server with SIGTERM and waits (bounded); returns whether it exited by itself in time.
     pub(crate) fn stop(&self) -> bool {
-        let Some(mut child) = self.child.lock().unwrap().take() else {
-            return true;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
+        self.process.stop()
     }
 
     /// An HTTP client for this server.
     pub(crate) fn client(&self) -> Api {
-        Api {
-            http: reqwest::Client::new(),
-            url: self.url.clone(),
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop();
+        Api { http: reqwest::Client::new(), url: self.url.clone() }
     }
 }
 
@@ -162,7 +94,7 @@ pub(crate) fn shared() -> &'static TestServer {
             "--warm-sandboxes",
             "2",
             "--max-sandboxes",
-            "24",
+            "64",
             "--execution-timeout-secs",
             "3",
             "--interrupt-grace-secs",
@@ -190,8 +122,7 @@ pub(crate) struct Api {
 impl Api {
     /// `POST /execute` with the token; returns status and JSON body.
     pub(crate) async fn execute(&self, user: &str, code: &str) -> (u16, Value) {
-        self.post("/execute", &json!({ "user_uuid": user, "code": code }))
-            .await
+        self.post("/execute", &json!({ "user_uuid": user, "code": code })).await
     }
 
     /// Runs code that must succeed; returns `result_text`.
@@ -208,21 +139,15 @@ impl Api {
 
     /// `GET /status`.
     pub(crate) async fn status(&self) -> Value {
-        let response = self
-            .http
-            .get(format!("{}/status", self.url))
-            .header("X-Auth-Token", TOKEN)
-            .send()
-            .await
-            .unwrap();
+        let response =
+            self.http.get(format!("{}/status", self.url)).header("X-Auth-Token", TOKEN).send().await.unwrap();
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
 
     /// POST a JSON body with the token.
     pub(crate) async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.raw(path, Some(TOKEN), body.to_string().into_bytes())
-            .await
+        self.raw(path, Some(TOKEN), body.to_string().into_bytes()).await
     }
 
     /// POST raw bytes with an optional token; returns status and body (JSON, or a string if not JSON).
@@ -239,20 +164,12 @@ impl Api {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// GET a path without the token.
     pub(crate) async fn get_anonymous(&self, path: &str) -> (u16, String) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
+        let response = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
@@ -260,10 +177,7 @@ impl Api {
     pub(crate) async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(180);
         while self.status().await["is_initializing"] == true {
-            assert!(
-                Instant::now() < deadline,
-                "the pool never finished initializing"
-            );
+            assert!(Instant::now() < deadline, "the pool never finished initializing");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -45,12 +45,7 @@ impl From<&Limits> for CgroupSetup {
 /// Creates and finds sandbox cgroups under `<parent>/<name>`.
 pub trait CgroupDriver: Debug + Send + Sync {
     /// Creates the cgroup `<parent>/<name>` (and `parent` if missing) with `setup`'s limits.
-    fn create(
-        &self,
-        parent: &str,
-        name: &str,
-        setup: &CgroupSetup,
-    ) -> Result<Box<dyn Cgroup>, CgroupError>;
+    fn create(&self, parent: &str, name: &str, setup: &CgroupSetup) -> Result<Box<dyn Cgroup>, CgroupError>;
     /// A handle on an existing cgroup (no check that it exists).
     fn open(&self, parent: &str, name: &str) -> Box<dyn Cgroup>;
     /// Names of the cgroups under `parent` (empty if `parent` does not exist).
@@ -168,25 +163,15 @@ pub(crate) fn remove_all(driver: &dyn CgroupDriver, parent: &str) -> Result<usiz
 }
 
 pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    std::fs::write(path, value).map_err(|source| CgroupError::Write {
-        path: path.into(),
-        value: value.into(),
-        source,
-    })
+    std::fs::write(path, value).map_err(|source| CgroupError::Write { path: path.into(), value: value.into(), source })
 }
 
 pub(crate) fn read(path: &Path) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
-        path: path.into(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| CgroupError::Read { path: path.into(), source })
 }
 
 fn mkdir_all(path: &Path) -> Result<(), CgroupError> {
-    std::fs::create_dir_all(path).map_err(|source| CgroupError::Create {
-        path: path.into(),
-        source,
-    })
+    std::fs::create_dir_all(path).map_err(|source| CgroupError::Create { path: path.into(), source })
 }
 
 /// The value of `key` in a flat-keyed file such as `memory.events` (`key value` per line); 0 if absent.
@@ -198,10 +183,7 @@ pub(crate) fn keyed_value(path: &Path, key: &str) -> Result<u64, CgroupError> {
             return fields
                 .next()
                 .and_then(|v| v.parse().ok())
-                .ok_or_else(|| CgroupError::Parse {
-                    path: path.into(),
-                    content: content.clone(),
-                });
+                .ok_or_else(|| CgroupError::Parse { path: path.into(), content: content.clone() });
         }
     }
     Ok(0)
@@ -210,16 +192,9 @@ pub(crate) fn keyed_value(path: &Path, key: &str) -> Result<u64, CgroupError> {
 /// The pids listed in a `cgroup.procs` file (empty if the cgroup is gone).
 pub(crate) fn procs(path: &Path) -> Result<Vec<Pid>, CgroupError> {
     match std::fs::read_to_string(path) {
-        Ok(content) => Ok(content
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .map(Pid::from_raw)
-            .collect()),
+        Ok(content) => Ok(content.lines().filter_map(|l| l.trim().parse().ok()).map(Pid::from_raw).collect()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(CgroupError::Read {
-            path: path.into(),
-            source,
-        }),
+        Err(source) => Err(CgroupError::Read { path: path.into(), source }),
     }
 }
 
@@ -236,21 +211,14 @@ pub(crate) fn kill_until_empty(procs_file: &Path, signal_members: bool) -> Resul
             return Ok(());
         }
         if start.elapsed() > KILL_DEADLINE {
-            return Err(CgroupError::NotEmpty {
-                path: procs_file.into(),
-                waited: start.elapsed(),
-            });
+            return Err(CgroupError::NotEmpty { path: procs_file.into(), waited: start.elapsed() });
         }
         if signal_members {
             for pid in members {
                 match kill(pid, Signal::SIGKILL) {
                     Ok(()) | Err(nix::Error::ESRCH) => {}
                     Err(source) => {
-                        return Err(CgroupError::Kill {
-                            path: procs_file.into(),
-                            pid: pid.as_raw(),
-                            source,
-                        })
+                        return Err(CgroupError::Kill { path: procs_file.into(), pid: pid.as_raw(), source })
                     }
                 }
             }
@@ -269,12 +237,7 @@ pub(crate) fn rmdir(path: &Path) -> Result<(), CgroupError> {
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < KILL_DEADLINE => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(source) => {
-                return Err(CgroupError::Remove {
-                    path: path.into(),
-                    source,
-                })
-            }
+            Err(source) => return Err(CgroupError::Remove { path: path.into(), source }),
         }
     }
 }
@@ -284,12 +247,7 @@ pub(crate) fn rmdir_tree(dir: &Path) -> Result<(), CgroupError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(CgroupError::Read {
-                path: dir.into(),
-                source,
-            })
-        }
+        Err(source) => return Err(CgroupError::Read { path: dir.into(), source }),
     };
     for entry in entries.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -304,12 +262,7 @@ pub(crate) fn subdirs(dir: &Path) -> Result<Vec<String>, CgroupError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(CgroupError::Read {
-                path: dir.into(),
-                source,
-            })
-        }
+        Err(source) => return Err(CgroupError::Read { path: dir.into(), source }),
     };
     let mut names: Vec<String> = entries
         .flatten()

@@ -24,27 +24,14 @@ impl V1 {
 
     fn controllers(&self) -> Vec<&'static str> {
         let mounted = |c: &&str| self.root.join(c).join("cgroup.procs").exists();
-        REQUIRED
-            .iter()
-            .copied()
-            .chain(OPTIONAL.iter().copied().filter(mounted))
-            .collect()
+        REQUIRED.iter().copied().chain(OPTIONAL.iter().copied().filter(mounted)).collect()
     }
 }
 
 impl CgroupDriver for V1 {
-    fn create(
-        &self,
-        parent: &str,
-        name: &str,
-        setup: &CgroupSetup,
-    ) -> Result<Box<dyn Cgroup>, CgroupError> {
+    fn create(&self, parent: &str, name: &str, setup: &CgroupSetup) -> Result<Box<dyn Cgroup>, CgroupError> {
         let cgroup = V1Cgroup {
-            dirs: self
-                .controllers()
-                .into_iter()
-                .map(|c| (c, self.root.join(c).join(parent).join(name)))
-                .collect(),
+            dirs: self.controllers().into_iter().map(|c| (c, self.root.join(c).join(parent).join(name))).collect(),
         };
         for (_, dir) in &cgroup.dirs {
             mkdir_all(dir)?;
@@ -60,11 +47,7 @@ impl CgroupDriver for V1 {
 
     fn open(&self, parent: &str, name: &str) -> Box<dyn Cgroup> {
         Box::new(V1Cgroup {
-            dirs: self
-                .controllers()
-                .into_iter()
-                .map(|c| (c, self.root.join(c).join(parent).join(name)))
-                .collect(),
+            dirs: self.controllers().into_iter().map(|c| (c, self.root.join(c).join(parent).join(name))).collect(),
         })
     }
 
@@ -87,18 +70,12 @@ struct V1Cgroup {
 
 impl V1Cgroup {
     fn dir(&self, controller: &str) -> Option<&Path> {
-        self.dirs
-            .iter()
-            .find(|(c, _)| *c == controller)
-            .map(|(_, d)| d.as_path())
+        self.dirs.iter().find(|(c, _)| *c == controller).map(|(_, d)| d.as_path())
     }
 
     fn apply(&self, setup: &CgroupSetup) -> Result<(), CgroupError> {
         if let Some(memory) = self.dir("memory") {
-            write(
-                &memory.join("memory.limit_in_bytes"),
-                &setup.memory_bytes.to_string(),
-            )?;
+            write(&memory.join("memory.limit_in_bytes"), &setup.memory_bytes.to_string())?;
             // Without swap accounting the limit is memory only; with it, forbid swapping past the limit.
             let memsw = memory.join("memory.memsw.limit_in_bytes");
             if memsw.exists() {
@@ -109,14 +86,8 @@ impl V1Cgroup {
             write(&pids.join("pids.max"), &setup.pids_max.to_string())?;
         }
         if let Some(cpu) = self.dir("cpu") {
-            write(
-                &cpu.join("cpu.cfs_period_us"),
-                &setup.cpu_period_us.to_string(),
-            )?;
-            write(
-                &cpu.join("cpu.cfs_quota_us"),
-                &setup.cpu_quota_us.to_string(),
-            )?;
+            write(&cpu.join("cpu.cfs_period_us"), &setup.cpu_period_us.to_string())?;
+            write(&cpu.join("cpu.cfs_quota_us"), &setup.cpu_quota_us.to_string())?;
         }
         Ok(())
     }
@@ -137,10 +108,7 @@ impl V1Cgroup {
 
 impl Cgroup for V1Cgroup {
     fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs
-            .iter()
-            .map(|(_, d)| d.join("cgroup.procs"))
-            .collect()
+        self.dirs.iter().map(|(_, d)| d.join("cgroup.procs")).collect()
     }
 
     fn oom_kills(&self) -> Result<u64, CgroupError> {
@@ -152,9 +120,7 @@ impl Cgroup for V1Cgroup {
 
     fn pids_max_events(&self) -> Result<u64, CgroupError> {
         match self.dir("pids") {
-            Some(pids) if pids.join("pids.events").exists() => {
-                keyed_value(&pids.join("pids.events"), "max")
-            }
+            Some(pids) if pids.join("pids.events").exists() => keyed_value(&pids.join("pids.events"), "max"),
             _ => Ok(0),
         }
     }
@@ -166,13 +132,7 @@ impl Cgroup for V1Cgroup {
             for pid in procs(&procs_file)? {
                 match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
                     Ok(()) | Err(nix::Error::ESRCH) => {}
-                    Err(source) => {
-                        return Err(CgroupError::Kill {
-                            path: procs_file,
-                            pid: pid.as_raw(),
-                            source,
-                        })
-                    }
+                    Err(source) => return Err(CgroupError::Kill { path: procs_file, pid: pid.as_raw(), source }),
                 }
             }
             self.set_frozen(freezer, false)?;
@@ -208,39 +168,16 @@ mod tests {
     #[test]
     fn create_writes_v1_limits() {
         let root = fake_root();
-        let setup = CgroupSetup {
-            memory_bytes: 1 << 28,
-            pids_max: 64,
-            cpu_quota_us: 50_000,
-            cpu_period_us: 100_000,
-        };
-        let cgroup = V1::new(root.path())
-            .create("parent", "sbx", &setup)
-            .unwrap();
+        let setup = CgroupSetup { memory_bytes: 1 << 28, pids_max: 64, cpu_quota_us: 50_000, cpu_period_us: 100_000 };
+        let cgroup = V1::new(root.path()).create("parent", "sbx", &setup).unwrap();
         let memory = root.path().join("memory/parent/sbx");
-        assert_eq!(
-            std::fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap(),
-            "268435456"
-        );
+        assert_eq!(std::fs::read_to_string(memory.join("memory.limit_in_bytes")).unwrap(), "268435456");
         assert!(!memory.join("memory.memsw.limit_in_bytes").exists());
-        assert_eq!(
-            std::fs::read_to_string(root.path().join("pids/parent/sbx/pids.max")).unwrap(),
-            "64"
-        );
-        assert_eq!(
-            std::fs::read_to_string(root.path().join("cpu/parent/sbx/cpu.cfs_quota_us")).unwrap(),
-            "50000"
-        );
+        assert_eq!(std::fs::read_to_string(root.path().join("pids/parent/sbx/pids.max")).unwrap(), "64");
+        assert_eq!(std::fs::read_to_string(root.path().join("cpu/parent/sbx/cpu.cfs_quota_us")).unwrap(), "50000");
         assert_eq!(cgroup.procs_files().len(), 4);
-        std::fs::write(
-            memory.join("memory.oom_control"),
-            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
-        )
-        .unwrap();
+        std::fs::write(memory.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
         assert_eq!(cgroup.oom_kills().unwrap(), 2);
-        assert_eq!(
-            V1::new(root.path()).list("parent").unwrap(),
-            vec!["sbx".to_string()]
-        );
+        assert_eq!(V1::new(root.path()).list("parent").unwrap(), vec!["sbx".to_string()]);
     }
 }

@@ -36,12 +36,7 @@ impl V2 {
 }
 
 impl CgroupDriver for V2 {
-    fn create(
-        &self,
-        parent: &str,
-        name: &str,
-        setup: &CgroupSetup,
-    ) -> Result<Box<dyn Cgroup>, CgroupError> {
+    fn create(&self, parent: &str, name: &str, setup: &CgroupSetup) -> Result<Box<dyn Cgroup>, CgroupError> {
         let parent_dir = self.root.join(parent);
         self.delegate(&self.root)?;
         mkdir_all(&parent_dir)?;
@@ -58,9 +53,7 @@ impl CgroupDriver for V2 {
     }
 
     fn open(&self, parent: &str, name: &str) -> Box<dyn Cgroup> {
-        Box::new(V2Cgroup {
-            dir: self.root.join(parent).join(name),
-        })
+        Box::new(V2Cgroup { dir: self.root.join(parent).join(name) })
     }
 
     fn list(&self, parent: &str) -> Result<Vec<String>, CgroupError> {
@@ -76,10 +69,7 @@ struct V2Cgroup {
 
 impl V2Cgroup {
     fn apply(&self, setup: &CgroupSetup) -> Result<(), CgroupError> {
-        write(
-            &self.dir.join("memory.max"),
-            &setup.memory_bytes.to_string(),
-        )?;
+        write(&self.dir.join("memory.max"), &setup.memory_bytes.to_string())?;
         // Hosts without swap have no swap file; with swap, the memory limit must also be the swap-inclusive one.
         let swap = self.dir.join("memory.swap.max");
         if swap.exists() {
@@ -88,10 +78,7 @@ impl V2Cgroup {
         // An OOM kills the whole sandbox, not a random process in it: the kernel state is gone either way.
         write(&self.dir.join("memory.oom.group"), "1")?;
         write(&self.dir.join("pids.max"), &setup.pids_max.to_string())?;
-        write(
-            &self.dir.join("cpu.max"),
-            &format!("{} {}", setup.cpu_quota_us, setup.cpu_period_us),
-        )?;
+        write(&self.dir.join("cpu.max"), &format!("{} {}", setup.cpu_quota_us, setup.cpu_period_us))?;
         Ok(())
     }
 }
@@ -133,11 +120,7 @@ mod tests {
     /// A fake cgroup2 root: the files a real one shows, as plain files in a tempdir.
     fn fake_root() -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
-        std::fs::write(
-            root.path().join("cgroup.controllers"),
-            "cpuset cpu io memory pids\n",
-        )
-        .unwrap();
+        std::fs::write(root.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
         std::fs::write(root.path().join("cgroup.subtree_control"), "").unwrap();
         root
     }
@@ -149,12 +132,7 @@ mod tests {
     }
 
     fn setup() -> CgroupSetup {
-        CgroupSetup {
-            memory_bytes: 512 << 20,
-            pids_max: 128,
-            cpu_quota_us: 100_000,
-            cpu_period_us: 100_000,
-        }
+        CgroupSetup { memory_bytes: 512 << 20, pids_max: 128, cpu_quota_us: 100_000, cpu_period_us: 100_000 }
     }
 
     /// create delegates the controllers down and writes memory.max, swap 0, oom.group, pids.max and cpu.max.
@@ -166,9 +144,7 @@ mod tests {
         std::fs::create_dir_all(&leaf).unwrap();
         std::fs::write(leaf.join("memory.swap.max"), "max\n").unwrap();
 
-        let cgroup = V2::new(root.path())
-            .create("ci-1", "sbx-a", &setup())
-            .unwrap();
+        let cgroup = V2::new(root.path()).create("ci-1", "sbx-a", &setup()).unwrap();
         let file = |p: &str| std::fs::read_to_string(root.path().join(p)).unwrap();
         assert_eq!(file("cgroup.subtree_control"), "+memory +pids +cpu");
         assert_eq!(file("ci-1/cgroup.subtree_control"), "+memory +pids +cpu");
@@ -186,11 +162,8 @@ mod tests {
         let root = fake_root();
         let leaf = root.path().join("p/s");
         fake_kernel_files(&leaf);
-        std::fs::write(
-            leaf.join("memory.events"),
-            "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 1\n",
-        )
-        .unwrap();
+        std::fs::write(leaf.join("memory.events"), "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 1\n")
+            .unwrap();
         std::fs::write(leaf.join("pids.events"), "max 3\n").unwrap();
         let cgroup = V2::new(root.path()).open("p", "s");
         assert_eq!(cgroup.oom_kills().unwrap(), 1);
@@ -198,10 +171,7 @@ mod tests {
         std::fs::write(leaf.join("memory.events"), "low 0\n").unwrap();
         assert_eq!(cgroup.oom_kills().unwrap(), 0);
         std::fs::write(leaf.join("pids.events"), "max lots\n").unwrap();
-        assert!(matches!(
-            cgroup.pids_max_events(),
-            Err(CgroupError::Parse { .. })
-        ));
+        assert!(matches!(cgroup.pids_max_events(), Err(CgroupError::Parse { .. })));
     }
 
     /// kill_all uses cgroup.kill when the kernel has it and returns once cgroup.procs is empty; remove deletes the
@@ -217,14 +187,8 @@ mod tests {
             std::fs::write(leaf.join("cgroup.procs"), "").unwrap();
         }
         driver.open("p", "a").kill_all().unwrap();
-        assert_eq!(
-            std::fs::read_to_string(root.path().join("p/a/cgroup.kill")).unwrap(),
-            "1"
-        );
-        assert_eq!(
-            driver.list("p").unwrap(),
-            vec!["a".to_string(), "b".to_string()]
-        );
+        assert_eq!(std::fs::read_to_string(root.path().join("p/a/cgroup.kill")).unwrap(), "1");
+        assert_eq!(driver.list("p").unwrap(), vec!["a".to_string(), "b".to_string()]);
 
         // cgroupfs lets rmdir ignore control files; a plain directory does not, so empty the fakes first.
         for name in ["a", "b"] {
@@ -245,9 +209,6 @@ mod tests {
         fake_kernel_files(&root.path().join("p"));
         std::fs::create_dir_all(leaf.join("memory.max")).unwrap(); // a directory: the write fails
         let err = V2::new(root.path()).create("p", "s", &setup()).unwrap_err();
-        assert!(
-            matches!(&err, CgroupError::Write { path, .. } if path.ends_with("memory.max")),
-            "{err}"
-        );
+        assert!(matches!(&err, CgroupError::Write { path, .. } if path.ends_with("memory.max")), "{err}");
     }
 }

@@ -20,10 +20,7 @@ pub(crate) struct StepFailed {
 /// Performs `steps` in order; stops at the first failure and says which step it was.
 pub(crate) fn apply(steps: &[Step]) -> Result<(), StepFailed> {
     for step in steps {
-        apply_one(step).map_err(|source| StepFailed {
-            step: step.to_string(),
-            source,
-        })?;
+        apply_one(step).map_err(|source| StepFailed { step: step.to_string(), source })?;
     }
     Ok(())
 }
@@ -32,42 +29,16 @@ fn apply_one(step: &Step) -> io::Result<()> {
     let none = None::<&str>;
     match step {
         Step::MakePrivate => mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?,
-        Step::Tmpfs {
-            target,
-            options,
-            flags,
-        } => {
+        Step::Tmpfs { target, options, flags } => {
             std::fs::create_dir_all(target)?;
-            mount(
-                Some("tmpfs"),
-                target,
-                Some("tmpfs"),
-                *flags,
-                Some(options.as_str()),
-            )?;
+            mount(Some("tmpfs"), target, Some("tmpfs"), *flags, Some(options.as_str()))?;
         }
         Step::Mkdir { path } => std::fs::create_dir_all(path)?,
-        Step::Bind {
-            source,
-            target,
-            flags,
-        } => {
+        Step::Bind { source, target, flags } => {
             make_mount_point(source, target)?;
-            mount(
-                Some(source),
-                target,
-                none,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                none,
-            )?;
+            mount(Some(source), target, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;
             // A bind inherits the source's flags; nosuid/nodev/ro only take effect through a remount of the bind.
-            mount(
-                none,
-                target,
-                none,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | *flags,
-                none,
-            )?;
+            mount(none, target, none, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | *flags, none)?;
         }
         Step::Symlink { to, link } => symlink(to, link)?,
         Step::WriteFile { path, contents } => {
@@ -91,13 +62,7 @@ fn apply_one(step: &Step) -> io::Result<()> {
             nix::unistd::chdir("/")?;
         }
         Step::RemountReadOnly { target, flags } => {
-            mount(
-                none,
-                target,
-                none,
-                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | *flags,
-                none,
-            )?;
+            mount(none, target, none, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | *flags, none)?;
         }
     }
     Ok(())
@@ -111,11 +76,6 @@ fn make_mount_point(source: &Path, target: &Path) -> io::Result<()> {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(target)
-            .map(drop)
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(target).map(drop)
     }
 }

@@ -18,19 +18,11 @@ pub(crate) enum Step {
     /// Stop mount events propagating between the host and the sandbox, both ways.
     MakePrivate,
     /// Mount a tmpfs with `options` (size, mode, owner).
-    Tmpfs {
-        target: PathBuf,
-        options: String,
-        flags: MsFlags,
-    },
+    Tmpfs { target: PathBuf, options: String, flags: MsFlags },
     /// Create a directory.
     Mkdir { path: PathBuf },
     /// Bind `source` at `target` (creating the mount point), then remount with `flags` (e.g. read-only).
-    Bind {
-        source: PathBuf,
-        target: PathBuf,
-        flags: MsFlags,
-    },
+    Bind { source: PathBuf, target: PathBuf, flags: MsFlags },
     /// Create a symlink `link` pointing at `to`.
     Symlink { to: PathBuf, link: PathBuf },
     /// Write a generated file (mode 0644).
@@ -49,21 +41,10 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::MakePrivate => write!(f, "making / private (recursively)"),
-            Step::Tmpfs {
-                target, options, ..
-            } => write!(f, "mounting tmpfs ({options}) at {}", target.display()),
+            Step::Tmpfs { target, options, .. } => write!(f, "mounting tmpfs ({options}) at {}", target.display()),
             Step::Mkdir { path } => write!(f, "creating directory {}", path.display()),
-            Step::Bind {
-                source,
-                target,
-                flags,
-            } => {
-                write!(
-                    f,
-                    "bind-mounting {} at {} ({flags:?})",
-                    source.display(),
-                    target.display()
-                )
+            Step::Bind { source, target, flags } => {
+                write!(f, "bind-mounting {} at {} ({flags:?})", source.display(), target.display())
             }
             Step::Symlink { to, link } => {
                 write!(f, "linking {} -> {}", link.display(), to.display())

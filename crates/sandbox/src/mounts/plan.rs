@@ -34,12 +34,7 @@ impl HostFacts {
                 Some((*name, meta.file_type().is_symlink()))
             })
             .collect();
-        let present = HOST_ETC_DIRS
-            .iter()
-            .chain(HOST_ETC_COPIES)
-            .copied()
-            .filter(|p| Path::new(p).exists())
-            .collect();
+        let present = HOST_ETC_DIRS.iter().chain(HOST_ETC_COPIES).copied().filter(|p| Path::new(p).exists()).collect();
         Self { usr_links, present }
     }
 }
@@ -54,57 +49,28 @@ pub(crate) fn plan(policy: &Policy, host: &HostFacts) -> Vec<Step> {
     let (uid, gid) = (policy.uid, policy.gid);
     let mut steps = vec![
         Step::MakePrivate,
-        Step::Tmpfs {
-            target: root.clone(),
-            options: "size=16m,mode=0755".into(),
-            flags: rw,
-        },
-        Step::Bind {
-            source: "/usr".into(),
-            target: inside("usr"),
-            flags: ro,
-        },
+        Step::Tmpfs { target: root.clone(), options: "size=16m,mode=0755".into(), flags: rw },
+        Step::Bind { source: "/usr".into(), target: inside("usr"), flags: ro },
     ];
     for (name, is_link) in &host.usr_links {
         let source = Path::new("/").join(name);
         steps.push(if *is_link {
-            Step::Symlink {
-                to: Path::new("usr").join(name),
-                link: inside(name),
-            }
+            Step::Symlink { to: Path::new("usr").join(name), link: inside(name) }
         } else {
-            Step::Bind {
-                source,
-                target: inside(name),
-                flags: ro,
-            }
+            Step::Bind { source, target: inside(name), flags: ro }
         });
     }
-    steps.push(Step::Mkdir {
-        path: inside("etc"),
-    });
+    steps.push(Step::Mkdir { path: inside("etc") });
     for dir in HOST_ETC_DIRS.iter().filter(|d| host.present.contains(d)) {
-        steps.push(Step::Bind {
-            source: dir.into(),
-            target: inside(dir),
-            flags: ro,
-        });
+        steps.push(Step::Bind { source: dir.into(), target: inside(dir), flags: ro });
     }
     for (file, contents) in etc_files(policy) {
-        steps.push(Step::WriteFile {
-            path: inside(file),
-            contents,
-        });
+        steps.push(Step::WriteFile { path: inside(file), contents });
     }
     for file in HOST_ETC_COPIES.iter().filter(|f| host.present.contains(f)) {
-        steps.push(Step::Copy {
-            source: file.into(),
-            target: inside(file),
-        });
+        steps.push(Step::Copy { source: file.into(), target: inside(file) });
     }
-    steps.push(Step::Proc {
-        target: inside("proc"),
-    });
+    steps.push(Step::Proc { target: inside("proc") });
     steps.push(Step::Tmpfs {
         target: inside("dev"),
         options: "size=64k,mode=0755".into(),
@@ -124,51 +90,28 @@ pub(crate) fn plan(policy: &Policy, host: &HostFacts) -> Vec<Step> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        steps.push(Step::Symlink {
-            to: to.into(),
-            link: inside("dev").join(link),
-        });
+        steps.push(Step::Symlink { to: to.into(), link: inside("dev").join(link) });
     }
     let t = &policy.tmpfs;
     for (target, options) in [
         ("dev/shm", format!("size={},mode=1777", t.dev_shm)),
         ("tmp", format!("size={},mode=1777", t.tmp)),
-        (
-            "sandbox",
-            format!("size={},mode=0700,uid={uid},gid={gid}", t.sandbox),
-        ),
+        ("sandbox", format!("size={},mode=0700,uid={uid},gid={gid}", t.sandbox)),
     ] {
-        steps.push(Step::Tmpfs {
-            target: inside(target),
-            options,
-            flags: rw,
-        });
+        steps.push(Step::Tmpfs { target: inside(target), options, flags: rw });
     }
     for bind in &policy.ro_binds {
-        steps.push(Step::Bind {
-            source: bind.source.clone(),
-            target: inside_path(&bind.target),
-            flags: ro,
-        });
+        steps.push(Step::Bind { source: bind.source.clone(), target: inside_path(&bind.target), flags: ro });
     }
     for bind in &policy.rw_binds {
-        steps.push(Step::Bind {
-            source: bind.source.clone(),
-            target: inside_path(&bind.target),
-            flags: rw,
-        });
+        steps.push(Step::Bind { source: bind.source.clone(), target: inside_path(&bind.target), flags: rw });
     }
-    steps.push(Step::PivotRoot {
-        new_root: root.clone(),
-    });
+    steps.push(Step::PivotRoot { new_root: root.clone() });
     steps.push(Step::RemountReadOnly {
         target: "/dev".into(),
         flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
     });
-    steps.push(Step::RemountReadOnly {
-        target: "/".into(),
-        flags: rw,
-    });
+    steps.push(Step::RemountReadOnly { target: "/".into(), flags: rw });
     steps
 }
 
@@ -221,38 +164,19 @@ mod tests {
     fn plan_order() {
         let steps = plan(&policy(), &host());
         assert_eq!(steps[0], Step::MakePrivate);
-        assert!(
-            matches!(&steps[1], Step::Tmpfs { target, .. } if target == Path::new("/run/roots/sbx-7"))
-        );
+        assert!(matches!(&steps[1], Step::Tmpfs { target, .. } if target == Path::new("/run/roots/sbx-7")));
         let pivot = position(&steps, |s| matches!(s, Step::PivotRoot { .. }));
-        let session = position(
-            &steps,
-            |s| matches!(s, Step::Bind { source, .. } if source == Path::new("/var/sessions/sbx-7")),
-        );
-        let tmp = position(
-            &steps,
-            |s| matches!(s, Step::Tmpfs { target, .. } if target.ends_with("tmp")),
-        );
+        let session =
+            position(&steps, |s| matches!(s, Step::Bind { source, .. } if source == Path::new("/var/sessions/sbx-7")));
+        let tmp = position(&steps, |s| matches!(s, Step::Tmpfs { target, .. } if target.ends_with("tmp")));
         assert!(tmp < session && session < pivot);
         assert_eq!(
             steps.last(),
-            Some(&Step::RemountReadOnly {
-                target: "/".into(),
-                flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV
-            })
+            Some(&Step::RemountReadOnly { target: "/".into(), flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV })
         );
-        let dev = position(
-            &steps,
-            |s| matches!(s, Step::Tmpfs { target, .. } if target.ends_with("dev")),
-        );
-        let shm = position(
-            &steps,
-            |s| matches!(s, Step::Tmpfs { target, .. } if target.ends_with("dev/shm")),
-        );
-        assert!(
-            dev < shm,
-            "/dev/shm must be mounted on the /dev tmpfs, not under it"
-        );
+        let dev = position(&steps, |s| matches!(s, Step::Tmpfs { target, .. } if target.ends_with("dev")));
+        let shm = position(&steps, |s| matches!(s, Step::Tmpfs { target, .. } if target.ends_with("dev/shm")));
+        assert!(dev < shm, "/dev/shm must be mounted on the /dev tmpfs, not under it");
     }
 
     /// /usr and caller binds are read-only nosuid nodev; the session dir is writable; absent host files are skipped.
@@ -275,30 +199,18 @@ mod tests {
             target: "/run/roots/sbx-7/run/kernel".into(),
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV
         }));
-        assert!(steps.contains(&Step::Symlink {
-            to: "usr/lib64".into(),
-            link: "/run/roots/sbx-7/lib64".into()
-        }));
-        assert!(!steps
+        assert!(steps.contains(&Step::Symlink { to: "usr/lib64".into(), link: "/run/roots/sbx-7/lib64".into() }));
+        assert!(!steps.iter().any(|s| matches!(s, Step::Bind { source, .. } if source == Path::new("/etc/fonts"))));
+        assert!(steps
             .iter()
-            .any(|s| matches!(s, Step::Bind { source, .. } if source == Path::new("/etc/fonts"))));
-        assert!(steps.iter().any(
-            |s| matches!(s, Step::Copy { source, .. } if source == Path::new("/etc/ld.so.cache"))
-        ));
+            .any(|s| matches!(s, Step::Copy { source, .. } if source == Path::new("/etc/ld.so.cache"))));
         let sandbox = steps.iter().find_map(|s| match s {
-            Step::Tmpfs {
-                target, options, ..
-            } if target.ends_with("sandbox") => Some(options.clone()),
+            Step::Tmpfs { target, options, .. } if target.ends_with("sandbox") => Some(options.clone()),
             _ => None,
         });
-        assert_eq!(
-            sandbox.unwrap(),
-            format!("size={},mode=0700,uid=20001,gid=20002", 256u64 << 20)
-        );
-        let devices = steps
-            .iter()
-            .filter(|s| matches!(s, Step::Bind { source, .. } if source.starts_with("/dev")))
-            .count();
+        assert_eq!(sandbox.unwrap(), format!("size={},mode=0700,uid=20001,gid=20002", 256u64 << 20));
+        let devices =
+            steps.iter().filter(|s| matches!(s, Step::Bind { source, .. } if source.starts_with("/dev"))).count();
         assert_eq!(devices, DEVICES.len());
     }
 
