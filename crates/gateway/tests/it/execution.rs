@@ -164,7 +164,7 @@ async fn kernel_exit_is_kernel_died() {
     assert_eq!(status, 400, "{body}");
     assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("kernel_died"), Some(true)), "{body}");
     assert!(body["detail"].as_str().unwrap().contains("exited with code 1"), "{body}");
-    assert!(started.elapsed() < Duration::from_secs(3), "noticed before the 3 s timeout");
+    assert!(started.elapsed() < Duration::from_secs(5), "noticed well before the 6 s timeout");
     let (status, body) = api.execute(&who, "gone").await;
     assert_eq!((status, body["error"]["ename"].as_str()), (400, Some("NameError")), "{body}");
 }
@@ -174,7 +174,8 @@ async fn kernel_exit_is_kernel_died() {
 async fn big_allocation_raises_memory_error_and_keeps_state() {
     let api = shared().client();
     let who = user("memory-error");
-    api.run_ok(&who, "import numpy, pandas, matplotlib.pyplot, sklearn\nkept = 'yes'").await;
+    api.run_ok(&who, "import numpy, pandas").await;
+    api.run_ok(&who, "import matplotlib.pyplot, sklearn\nkept = 'yes'").await;
     let (status, body) = api.execute(&who, "hog = ' ' * (1536 * 1024 * 1024)").await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["ename"], "MemoryError", "{body}");
@@ -188,7 +189,7 @@ async fn memory_limit_is_out_of_memory() {
     let api = shared().client();
     let who = user("oom");
     let code = "import subprocess, sys\nhog = b'x' * (600 << 20)\n\
-                subprocess.run([sys.executable, '-c', 'b = b\"y\" * (600 << 20); import time; time.sleep(5)'])";
+                subprocess.run([sys.executable, '-c', 'b = b\"y\" * (600 << 20); import time; time.sleep(60)'])";
     let (status, body) = api.execute(&who, code).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("out_of_memory"), Some(true)), "{body}");

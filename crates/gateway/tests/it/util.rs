@@ -86,7 +86,7 @@ impl TestServer {
     }
 }
 
-/// The shared server most tests use: 2 warm sandboxes, 3 s timeout, 1 s interrupt grace.
+/// The shared server most tests use: 2 warm sandboxes, 6 s timeout, 1 s interrupt grace.
 pub(crate) fn shared() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| {
@@ -96,7 +96,7 @@ pub(crate) fn shared() -> &'static TestServer {
             "--max-sandboxes",
             "64",
             "--execution-timeout-secs",
-            "3",
+            "6",
             "--interrupt-grace-secs",
             "1",
         ]);
