@@ -75,6 +75,11 @@ impl ServerProcess {
         Ok(server)
     }
 
+    /// The server's process id, while it runs (e.g. to read its memory from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(Child::id)
+    }
+
     /// Kills the server with SIGKILL, as a crash would, and reaps it.
     pub fn kill_hard(&self) {
         if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {

@@ -61,8 +61,10 @@ fn serve(config: Config, stop_on_stdin_eof: bool) -> anyhow::Result<()> {
                 tracing::info!(target: "gateway", file = %path.display(), %token, "generated a new token and stored it")
             }
         }
-        tracing::info!(target: "gateway",
-            "serving on http://{}; the token is needed in X-Auth-Token (`code-interpreter token` prints it)",
+        // Printed whatever the log filter: people and supervisors (the test harness) read where it listens.
+        eprintln!(
+            "code-interpreter: serving on http://{}; the token is needed in X-Auth-Token (`code-interpreter token` \
+             prints it)",
             listener.local_addr()?
         );
         gateway::run(config, env, token, listener, shutdown_signal(stop_on_stdin_eof)).await?;

@@ -11,36 +11,31 @@
 //!
 //! The environment is built in `<root>.partial` and renamed into place, under an exclusive lock on `<root>.lock`.
 
-use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod command;
+mod install;
+mod lock;
+mod marker;
+mod probe;
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+
+use install::build;
+use lock::lock_exclusive;
+use marker::{inputs_hash, EnvMeta};
 
 /// Exact package pins, transitive dependencies included.
-const REQUIREMENTS: &str = include_str!("../../../python/requirements.txt");
+const REQUIREMENTS: &str = include_str!("../../../../python/requirements.txt");
 /// matplotlib settings applied in every kernel.
-const MATPLOTLIBRC: &str = include_str!("../../../python/matplotlibrc");
+const MATPLOTLIBRC: &str = include_str!("../../../../python/matplotlibrc");
 /// Post-install step run with the venv's python: CJK font, font cache, relocatable scripts, smoke test.
-const SETUP_SCRIPT: &str = include_str!("../../../python/setup_env.py");
-/// Bump when the build steps change in a way the embedded files above do not show.
-const LAYOUT_VERSION: u32 = 2;
+const SETUP_SCRIPT: &str = include_str!("../../../../python/setup_env.py");
 /// The pinned wheels (numpy 2.4, pandas 3, scipy 1.17) need this Python or newer.
 const MIN_PYTHON: (u32, u32) = (3, 11);
 /// Metadata file inside the environment, written last.
 const META_FILE: &str = "kernel-env.json";
 /// Where the embedded files go inside the environment.
 const SHARE_DIR: &str = "share/code-interpreter";
-/// How many lines of a failed command's output an error carries.
-const TAIL_LINES: usize = 25;
 
 /// The default location: `$XDG_DATA_HOME/code-interpreter/kernel-env`, else
 /// `$HOME/.local/share/code-interpreter/kernel-env`; `None` when neither variable is usable.
@@ -188,36 +183,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EnvError + '_ {
     move |source| EnvError::Io { path: path.to_path_buf(), source }
 }
 
-/// Contents of `kernel-env.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct EnvMeta {
-    /// [`inputs_hash`] of the binary that built the environment.
-    inputs_sha256: String,
-    /// `sys.base_prefix` of the interpreter the venv was made from.
-    base_prefix: PathBuf,
-    /// Its version, e.g. `3.11.7`.
-    python_version: String,
-    /// The real executable the venv was made from.
-    base_executable: PathBuf,
-    /// When it was finished (seconds since the epoch).
-    created_unix: u64,
-    /// How long building it took.
-    build_seconds: f64,
-}
-
-/// SHA-256 over everything embedded that shapes the environment: a change to any of it means a rebuild.
-fn inputs_hash() -> String {
-    let mut h = Sha256::new();
-    h.update(format!("layout {LAYOUT_VERSION}\n"));
-    for (name, text) in
-        [("requirements.txt", REQUIREMENTS), ("matplotlibrc", MATPLOTLIBRC), ("setup_env.py", SETUP_SCRIPT)]
-    {
-        h.update(format!("{name} {}\n", text.len()));
-        h.update(text);
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
-}
-
 /// A sync check without creating anything: `Some(env)` if `root` holds a complete environment for the current
 /// requirements (marker present with the current hash, interpreter and base prefix still there).
 pub fn existing(root: &Path) -> Option<KernelEnv> {
@@ -273,271 +238,9 @@ fn sibling(root: &Path, suffix: &str) -> PathBuf {
     root.with_file_name(name)
 }
 
-/// Takes an exclusive `flock` on `path` (created if missing), waiting for the holder if there is one.
-/// Released when the returned value is dropped or the process dies.
-async fn lock_exclusive(path: PathBuf) -> Result<Flock<File>, EnvError> {
-    tokio::task::spawn_blocking(move || {
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
-        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(lock),
-            Err((file, Errno::EWOULDBLOCK)) => {
-                eprintln!(
-                    "waiting for another process that is creating the kernel environment (lock {})",
-                    path.display()
-                );
-                file
-            }
-            Err((_, errno)) => return Err(io_err(&path)(errno.into())),
-        };
-        loop {
-            match Flock::lock(file, FlockArg::LockExclusive) {
-                Ok(lock) => return Ok(lock),
-                Err((f, Errno::EINTR)) => file = f,
-                Err((_, errno)) => return Err(io_err(&path)(errno.into())),
-            }
-        }
-    })
-    .await
-    .expect("the lock task does not panic")
-}
-
-/// Removes `path` (file or directory tree) if it exists.
-async fn remove_any(path: &Path) -> Result<(), EnvError> {
-    match tokio::fs::symlink_metadata(path).await {
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err(path)(e)),
-        Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(path).await.map_err(io_err(path)),
-        Ok(_) => tokio::fs::remove_file(path).await.map_err(io_err(path)),
-    }
-}
-
-/// Builds the environment in `<root>.partial` and renames it to `root`. The caller holds the lock.
-async fn build(root: &Path, python: &Path) -> Result<KernelEnv, EnvError> {
-    let started = Instant::now();
-    let partial = sibling(root, "partial");
-    eprintln!(
-        "creating the Python kernel environment at {} (one time: ~700 MB, a few minutes, needs PyPI)",
-        root.display()
-    );
-
-    eprintln!("[1/4] checking {}", python.display());
-    let probe = probe_python(python).await?;
-    eprintln!("      Python {} at {}", probe.version_string(), probe.base_prefix.display());
-
-    eprintln!("[2/4] creating virtualenv at {}", partial.display());
-    remove_any(&partial).await?; // left over from an interrupted build
-    let out = quiet_command(python)
-        .arg("-m")
-        .arg("venv")
-        .arg("--prompt")
-        .arg(root.file_name().unwrap_or(root.as_os_str()))
-        .arg(&partial)
-        .output()
-        .await
-        .map_err(|e| spawn_err(python, e))?;
-    if !out.status.success() {
-        return Err(EnvError::VenvFailed { path: partial, status: out.status, output: tail_of_output(&out) });
-    }
-    let share = partial.join(SHARE_DIR);
-    tokio::fs::create_dir_all(&share).await.map_err(io_err(&share))?;
-    for (name, text) in
-        [("requirements.txt", REQUIREMENTS), ("matplotlibrc", MATPLOTLIBRC), ("setup_env.py", SETUP_SCRIPT)]
-    {
-        let path = share.join(name);
-        tokio::fs::write(&path, text).await.map_err(io_err(&path))?;
-    }
-    let venv_python = partial.join("bin").join("python");
-
-    let count = REQUIREMENTS.lines().filter(|l| l.contains("==")).count();
-    eprintln!("[3/4] installing {count} packages with pip (wheels only)");
-    let pip_started = Instant::now();
-    pip_install(&venv_python, &share.join("requirements.txt")).await?;
-    eprintln!("      installed in {} s", pip_started.elapsed().as_secs());
-
-    eprintln!("[4/4] setting up matplotlib (CJK font, font cache) and checking imports");
-    let out = quiet_command(&venv_python)
-        .arg(share.join("setup_env.py"))
-        .arg(root)
-        .output()
-        .await
-        .map_err(|e| spawn_err(&venv_python, e))?;
-    if !out.status.success() {
-        return Err(EnvError::SetupFailed { status: out.status, output: tail_of_output(&out) });
-    }
-    eprintln!("      {}", String::from_utf8_lossy(&out.stdout).trim());
-
-    // The marker goes in last: without it (or with another hash) the directory is never used.
-    let meta = EnvMeta {
-        inputs_sha256: inputs_hash(),
-        base_prefix: probe.base_prefix.clone(),
-        python_version: probe.version_string(),
-        base_executable: probe.executable.clone(),
-        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
-        build_seconds: started.elapsed().as_secs_f64(),
-    };
-    write_meta(&partial, &meta)?;
-
-    // Swap into place: an old environment (other requirements) is moved aside first, then deleted.
-    let old = sibling(root, "old");
-    remove_any(&old).await?;
-    if tokio::fs::symlink_metadata(root).await.is_ok() {
-        tokio::fs::rename(root, &old).await.map_err(io_err(root))?;
-    }
-    tokio::fs::rename(&partial, root).await.map_err(io_err(root))?;
-    remove_any(&old).await?;
-
-    eprintln!("kernel environment ready in {} s", started.elapsed().as_secs());
-    existing(root).ok_or_else(|| EnvError::Io {
-        path: root.join(META_FILE),
-        source: std::io::Error::other("the environment just built does not check out as complete"),
-    })
-}
-
-/// Writes `kernel-env.json` into `dir` (via a temporary file and a rename).
-fn write_meta(dir: &Path, meta: &EnvMeta) -> Result<(), EnvError> {
-    let path = dir.join(META_FILE);
-    let tmp = dir.join(format!("{META_FILE}.tmp"));
-    let json = serde_json::to_vec_pretty(meta).expect("metadata serialises");
-    std::fs::write(&tmp, json).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))
-}
-
-/// What the base interpreter says about itself.
-#[derive(Debug, Deserialize)]
-struct Probe {
-    version: (u32, u32, u32),
-    base_prefix: PathBuf,
-    executable: PathBuf,
-    venv: bool,
-    ensurepip: bool,
-}
-
-impl Probe {
-    fn version_string(&self) -> String {
-        let (a, b, c) = self.version;
-        format!("{a}.{b}.{c}")
-    }
-}
-
-/// Asks the interpreter for its version and base prefix, and whether it can make a venv with pip.
-const PROBE_SCRIPT: &str = r#"
-import json, sys
-def usable(name, check):
-    try:
-        return bool(check(__import__(name)))
-    except Exception:
-        return False
-print(json.dumps({
-    "version": list(sys.version_info[:3]),
-    "base_prefix": sys.base_prefix,
-    "executable": getattr(sys, "_base_executable", sys.executable),
-    "venv": usable("venv", lambda m: m.EnvBuilder),
-    # Debian ships ensurepip without its wheels unless python3-venv is installed: ask for the bundled version.
-    "ensurepip": usable("ensurepip", lambda m: m.version()),
-}))
-"#;
-
-/// Runs the probe and checks the answer.
-async fn probe_python(python: &Path) -> Result<Probe, EnvError> {
-    let broken = |detail: String| EnvError::PythonBroken { python: python.to_path_buf(), detail };
-    let run = quiet_command(python).arg("-c").arg(PROBE_SCRIPT).output();
-    let out = match tokio::time::timeout(Duration::from_secs(60), run).await {
-        Err(_) => return Err(broken("no answer within 60 s".into())),
-        Ok(r) => r.map_err(|e| spawn_err(python, e))?,
-    };
-    if !out.status.success() {
-        return Err(broken(format!("{}: {}", out.status, tail_of_output(&out))));
-    }
-    let probe: Probe = serde_json::from_slice(&out.stdout)
-        .map_err(|e| broken(format!("unexpected answer ({e}): {}", String::from_utf8_lossy(&out.stdout).trim())))?;
-    let (major, minor, _) = probe.version;
-    if (major, minor) < MIN_PYTHON {
-        return Err(EnvError::PythonTooOld { python: python.to_path_buf(), version: probe.version_string() });
-    }
-    for (ok, module) in [(probe.venv, "venv"), (probe.ensurepip, "ensurepip")] {
-        if !ok {
-            return Err(EnvError::VenvUnavailable { python: python.to_path_buf(), module });
-        }
-    }
-    Ok(probe)
-}
-
-/// A command for a Python child: no inherited `PYTHONPATH`/`PYTHONHOME` that could mix in other packages,
-/// no stdin, killed if the future driving it is dropped.
-fn quiet_command(program: &Path) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.env_remove("PYTHONPATH")
-        .env_remove("PYTHONHOME")
-        .env_remove("PYTHONSTARTUP")
-        .env_remove("MPLCONFIGDIR")
-        .env_remove("MATPLOTLIBRC")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
-
-/// Maps a failure to start `program` to [`EnvError::PythonMissing`] when it does not exist.
-fn spawn_err(program: &Path, e: std::io::Error) -> EnvError {
-    match e.kind() {
-        ErrorKind::NotFound => EnvError::PythonMissing { python: program.to_path_buf() },
-        ErrorKind::PermissionDenied => {
-            EnvError::PythonBroken { python: program.to_path_buf(), detail: "not executable".into() }
-        }
-        _ => io_err(program)(e),
-    }
-}
-
-/// The last [`TAIL_LINES`] lines of a finished command's stdout and stderr.
-fn tail_of_output(out: &std::process::Output) -> String {
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
-}
-
-/// `pip install -r requirements`, its output streamed to stderr as it comes and its tail kept for the error.
-async fn pip_install(venv_python: &Path, requirements: &Path) -> Result<(), EnvError> {
-    let mut child = quiet_command(venv_python)
-        .args(["-m", "pip", "install"])
-        .args(["--disable-pip-version-check", "--no-input"])
-        .args(["--only-binary=:all:", "--progress-bar=off"])
-        .arg("-r")
-        .arg(requirements)
-        .env("PYTHONUNBUFFERED", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| spawn_err(venv_python, e))?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    fn forward(stream: impl AsyncRead + Unpin + Send + 'static, tx: tokio::sync::mpsc::UnboundedSender<String>) {
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stream).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    forward(child.stdout.take().expect("piped"), tx.clone());
-    forward(child.stderr.take().expect("piped"), tx);
-    let mut tail = VecDeque::with_capacity(TAIL_LINES);
-    while let Some(line) = rx.recv().await {
-        eprintln!("      {line}");
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    }
-    let status = child.wait().await.map_err(io_err(venv_python))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(EnvError::PipFailed { status, tail: Vec::from(tail).join("\n") })
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::marker::{inputs_hash, write_meta, EnvMeta};
     use super::*;
 
     /// A directory that looks like a finished environment to [`existing`], with `meta` as its marker.
@@ -557,23 +260,6 @@ mod tests {
             base_executable: base_prefix.join("bin/python3"),
             created_unix: 1,
             build_seconds: 2.0,
-        }
-    }
-
-    #[test]
-    fn hash_covers_every_embedded_input() {
-        let h = inputs_hash();
-        assert_eq!(h.len(), 64);
-        assert_eq!(h, inputs_hash(), "stable");
-        assert!(REQUIREMENTS.contains("ipykernel==7."));
-        assert!(REQUIREMENTS.contains("noto-cjk-sans-otc==0.0.1"));
-        assert!(MATPLOTLIBRC.contains("module://matplotlib_inline.backend_inline"));
-        // Every requirement line is an exact pin.
-        for line in REQUIREMENTS.lines() {
-            let line = line.trim();
-            if !line.is_empty() && !line.starts_with('#') {
-                assert!(line.contains("=="), "not pinned: {line}");
-            }
         }
     }
 
@@ -661,32 +347,5 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("I am not python"), "{msg}");
         assert!(msg.contains("--python PATH"), "{msg}");
-    }
-
-    #[tokio::test]
-    async fn probe_accepts_the_python_on_path() {
-        // The machine's python3 (CI has one): version, base prefix, venv and ensurepip, without creating anything.
-        match probe_python(Path::new("python3")).await {
-            Ok(p) => {
-                assert!(p.version >= (3, 11, 0));
-                assert!(p.base_prefix.is_dir());
-                assert!(p.venv && p.ensurepip);
-            }
-            Err(e @ EnvError::PythonMissing { .. }) => eprintln!("skipped: {e}"),
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn the_lock_makes_a_second_caller_wait() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("env.lock");
-        let first = lock_exclusive(path.clone()).await.unwrap();
-        let second = tokio::spawn(lock_exclusive(path));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!second.is_finished(), "second caller must wait");
-        drop(first);
-        let got = tokio::time::timeout(Duration::from_secs(5), second).await;
-        assert!(got.expect("acquired after release").unwrap().is_ok());
     }
 }
