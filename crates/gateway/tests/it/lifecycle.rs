@@ -122,3 +122,21 @@ fn token_command_prints_the_servers_token() {
     assert_eq!(token(None), first, "the same token on every call");
     assert_eq!(token(Some("from-env")), "from-env");
 }
+
+/// A session idle past the idle timeout is recycled by the reaper: its sandbox is freed and its state is gone.
+#[tokio::test]
+async fn idle_sessions_are_recycled() {
+    let server = TestServer::start(&["--warm-sandboxes", "0", "--idle-timeout-secs", "1", "--reap-interval-secs", "1"]);
+    let api = server.client();
+    let who = user("idle");
+    api.run_ok(&who, "x = 1").await;
+    assert_eq!(api.status().await["busy_workers"], 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while api.status().await["busy_workers"] != 0 {
+        assert!(std::time::Instant::now() < deadline, "the idle session was never recycled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(session_dirs(&server.data_dir), Vec::<String>::new(), "its sandbox is gone");
+    let (status, body) = api.execute(&who, "x").await;
+    assert_eq!((status, body["error"]["ename"].as_str()), (400, Some("NameError")), "{body}");
+}
