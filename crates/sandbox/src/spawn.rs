@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
@@ -21,6 +21,8 @@ use crate::sys;
 
 /// How long the helper may take from start to the payload's exec.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest line of the helper's stderr read at once; longer ones are logged in pieces.
+const LINE_MAX: u64 = 8 * 1024;
 /// How much of the helper's stderr is kept for an error message.
 const STDERR_KEEP: usize = 16 * 1024;
 /// How long `kill` lets a SIGKILLed init take down its namespace before killing the whole cgroup.
@@ -210,14 +212,23 @@ impl StderrLog {
         let kept = Arc::new(Mutex::new((true, String::new())));
         let shared = Arc::clone(&kept);
         let task = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            // Lines are cut at LINE_MAX: a payload writing without newlines must not grow the gateway's memory.
+            let mut reader = BufReader::new(stderr);
+            let mut raw = Vec::new();
+            loop {
+                raw.clear();
+                match (&mut reader).take(LINE_MAX).read_until(b'\n', &mut raw).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let line = String::from_utf8_lossy(&raw);
+                let line = line.trim_end_matches('\n');
                 let mut kept = shared.lock().expect("stderr buffer poisoned");
                 if kept.0 && kept.1.len() < STDERR_KEEP {
                     if !kept.1.is_empty() {
                         kept.1.push('\n');
                     }
-                    kept.1.push_str(&line);
+                    kept.1.push_str(line);
                 } else {
                     tracing::debug!(sandbox = %name, %line, "sandbox output");
                 }
