@@ -38,14 +38,19 @@ pub(super) async fn refill(shared: Arc<Shared>) {
                         Ok(kernel) if !state.closed => {
                             let ms = started.elapsed().as_millis() as u64;
                             tracing::info!(sandbox = %kernel.name, ms, "warm kernel ready");
-                            state.warm.push_back(PooledKernel { kernel, _slot: slot });
+                            shared.deliver_warm(&mut state, PooledKernel { kernel, _slot: slot });
                             if state.warm.len() >= shared.config.warm {
                                 shared.initializing.store(false, Ordering::Release);
                             }
                             None
                         }
                         Ok(kernel) => Some(Ok(PooledKernel { kernel, _slot: slot })),
-                        Err(err) => Some(Err(err)),
+                        Err(err) => {
+                            // The oldest claim waited for this kernel: free the slot, then let it try again.
+                            drop(slot);
+                            state.claims.pop_front();
+                            Some(Err(err))
+                        }
                     }
                 };
                 match unwanted {

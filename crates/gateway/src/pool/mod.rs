@@ -91,12 +91,17 @@ impl PooledKernel {
 enum Reservation {
     Warm(Box<PooledKernel>),
     Cold(Slot),
+    /// Every slot is taken but a warm kernel is starting: it is handed to this claim when ready (the sender is
+    /// dropped if that start fails, and the claim tries again).
+    Claim(oneshot::Receiver<PooledKernel>),
 }
 
 struct State {
     sessions: HashMap<String, SessionHandle>,
     warm: VecDeque<PooledKernel>,
     warm_starting: usize,
+    /// Sessions waiting for a warm kernel that is starting, oldest first; never more than `warm_starting`.
+    claims: VecDeque<oneshot::Sender<PooledKernel>>,
     closed: bool,
 }
 
@@ -137,25 +142,48 @@ impl Shared {
             tracing::warn!(sandbox = %kernel.kernel.name, "a warm kernel had died; discarding it");
             tokio::spawn(kernel.destroy());
         }
+        state.claims.retain(|claim| !claim.is_closed());
         match self.slots.take() {
             Some(slot) => Ok(Reservation::Cold(slot)),
+            None if state.claims.len() < state.warm_starting => {
+                let (claim, kernel) = oneshot::channel();
+                state.claims.push_back(claim);
+                Ok(Reservation::Claim(kernel))
+            }
             None if self.initializing.load(Ordering::Acquire) => Err(PoolError::Initializing),
             None => Err(PoolError::Full { max: self.config.max }),
         }
     }
 
     /// Turns a reservation into a ready kernel, starting one if needed.
-    async fn kernel_for(&self, reservation: Reservation) -> Result<PooledKernel, PoolError> {
-        match reservation {
-            Reservation::Warm(kernel) => Ok(*kernel),
-            Reservation::Cold(slot) => {
-                let kernel = self.launcher.launch(slot.index()).await.map_err(|err| {
-                    tracing::error!(cause = %error_chain(&err), "cold sandbox start failed");
-                    PoolError::Launch(error_chain(&err))
-                })?;
-                Ok(PooledKernel { kernel, _slot: slot })
+    async fn kernel_for(&self, mut reservation: Reservation) -> Result<PooledKernel, PoolError> {
+        loop {
+            match reservation {
+                Reservation::Warm(kernel) => return Ok(*kernel),
+                Reservation::Cold(slot) => {
+                    let kernel = self.launcher.launch(slot.index()).await.map_err(|err| {
+                        tracing::error!(cause = %error_chain(&err), "cold sandbox start failed");
+                        PoolError::Launch(error_chain(&err))
+                    })?;
+                    return Ok(PooledKernel { kernel, _slot: slot });
+                }
+                Reservation::Claim(kernel) => match kernel.await {
+                    Ok(kernel) => return Ok(kernel),
+                    Err(_) => reservation = self.reserve()?,
+                },
             }
         }
+    }
+
+    /// Hands a freshly started warm kernel to the oldest waiting claim, else puts it in the warm pool.
+    fn deliver_warm(&self, state: &mut State, mut kernel: PooledKernel) {
+        while let Some(claim) = state.claims.pop_front() {
+            match claim.send(kernel) {
+                Ok(()) => return,
+                Err(unclaimed) => kernel = unclaimed,
+            }
+        }
+        state.warm.push_back(kernel);
     }
 }
 
@@ -181,6 +209,7 @@ impl Pool {
                 sessions: HashMap::new(),
                 warm: VecDeque::new(),
                 warm_starting: 0,
+                claims: VecDeque::new(),
                 closed: false,
             }),
             refill: Notify::new(),
@@ -243,6 +272,7 @@ impl Pool {
         let (sessions, warm) = {
             let mut state = self.shared.state();
             state.closed = true;
+            state.claims.clear();
             (std::mem::take(&mut state.sessions), std::mem::take(&mut state.warm))
         };
         self.shared.closing.cancel();

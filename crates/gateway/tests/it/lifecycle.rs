@@ -140,3 +140,22 @@ async fn idle_sessions_are_recycled() {
     let (status, body) = api.execute(&who, "x").await;
     assert_eq!((status, body["error"]["ename"].as_str()), (400, Some("NameError")), "{body}");
 }
+
+/// A burst of new users as large as the maximum all get a sandbox: users arriving while the slots are held by
+/// warm kernels still starting wait for those instead of getting 503.
+#[tokio::test]
+async fn a_burst_up_to_the_maximum_is_served() {
+    let server = TestServer::start(&["--warm-sandboxes", "2", "--max-sandboxes", "4"]);
+    let api = server.client();
+    api.wait_ready().await;
+    let burst: Vec<_> = (0..4)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move { api.execute(&user(&format!("burst-{i}")), "'in'").await })
+        })
+        .collect();
+    for request in burst {
+        let (status, body) = request.await.unwrap();
+        assert_eq!((status, body["result_text"].as_str()), (200, Some("'in'")), "{body}");
+    }
+}

@@ -1,0 +1,151 @@
+//! Cold sessions (no warm sandbox: request to first answer for a new user, one at a time and many at once) and
+//! memory (PSS per idle session with n sessions alive, the gateway's RSS). Both use a server with
+//! `--warm-sandboxes 0`, so every sandbox alive belongs to a session.
+
+use std::time::{Duration, Instant};
+
+use gateway::kernel_env::KernelEnv;
+use serde_json::json;
+
+use crate::measure::batched;
+use crate::report::{summary_json, Report, Summary};
+use crate::target::{BareKernel, Server, Session};
+use crate::Params;
+
+/// The first statement of a new user.
+const FIRST: &str = "x = 1; print(x)";
+
+/// Bare kernel from nothing to the first answer, ms.
+async fn bare_cold(env: &KernelEnv) -> Option<f64> {
+    let started = Instant::now();
+    let kernel = BareKernel::start(env).await.map_err(|err| eprintln!("bench: bare kernel: {err:#}")).ok()?;
+    kernel.session.run(FIRST).await.ok()?;
+    Some(started.elapsed().as_secs_f64() * 1e3)
+}
+
+/// A new user's first request through HTTP, ms (`None` if it failed).
+async fn http_cold(session: Session) -> Option<f64> {
+    let (ms, outcome) = session.timed(FIRST).await;
+    match outcome {
+        Ok(text) if text == "1\n" => Some(ms),
+        other => {
+            eprintln!("bench: cold request failed: {other:?}");
+            None
+        }
+    }
+}
+
+pub(crate) async fn run_cold(env: &KernelEnv, p: &Params, report: &mut Report) -> anyhow::Result<()> {
+    eprintln!("bench: cold starts, floor");
+    let mut floor_seq = Vec::new();
+    for _ in 0..p.cold_seq {
+        floor_seq.extend(bare_cold(env).await);
+    }
+    let floor_conc: Vec<f64> =
+        futures_util::future::join_all((0..p.cold_conc).map(|_| bare_cold(env))).await.into_iter().flatten().collect();
+
+    eprintln!("bench: cold starts, server with --warm-sandboxes 0");
+    let server = Server::start(env, 0, p.cold_seq + p.cold_conc + 2)?;
+    let mut http_seq = Vec::new();
+    let mut users = Vec::new();
+    for i in 0..p.cold_seq {
+        let session = server.http.session(format!("cold-seq-{i}"));
+        http_seq.extend(http_cold(session.clone()).await);
+        users.push(session);
+    }
+    let conc: Vec<Session> = (0..p.cold_conc).map(|i| server.http.session(format!("cold-conc-{i}"))).collect();
+    let http_conc: Vec<f64> =
+        futures_util::future::join_all(conc.iter().cloned().map(http_cold)).await.into_iter().flatten().collect();
+    users.extend(conc);
+    for session in &users {
+        session.release().await;
+    }
+    drop(server);
+
+    let mut put = |figure: &str, key: &str, n: usize, h: &[f64], f: &[f64]| {
+        report.put(
+            "cold",
+            key,
+            json!({ "n": n, "http": summary_json(h), "floor": summary_json(f), "http_samples": h, "floor_samples": f }),
+        );
+        match (Summary::of(h), Summary::of(f)) {
+            (Some(hs), fs) => {
+                report.ms("cold", &format!("{figure} p50 (n={}/{n})", hs.n), hs.p50, fs.map(|s| s.p50));
+                report.ms("cold", "  p95", hs.p95, fs.map(|s| s.p95));
+            }
+            (None, _) => report.skipped("cold", figure, "every cold request failed (see stderr)"),
+        }
+    };
+    put("new user, one at a time", "sequential", p.cold_seq, &http_seq, &floor_seq);
+    put(&format!("{} new users at once", p.cold_conc), "concurrent", p.cold_conc, &http_conc, &floor_conc);
+    Ok(())
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+pub(crate) async fn run_memory(env: &KernelEnv, p: &Params, report: &mut Report) -> anyhow::Result<()> {
+    let settle = Duration::from_secs(2);
+    eprintln!("bench: memory, floor");
+    let mut floor = Vec::new();
+    let mut kernels: Vec<BareKernel> = Vec::new();
+    for &n in &p.memory_points {
+        let more = batched(n.saturating_sub(kernels.len()), 4, |_| BareKernel::start(env)).await;
+        for kernel in more {
+            let kernel = kernel?;
+            kernel.session.run("x = 0").await.ok();
+            kernels.push(kernel);
+        }
+        tokio::time::sleep(settle).await;
+        let pss: Vec<f64> = kernels.iter().filter_map(BareKernel::pss_mib).collect();
+        floor.push((n, pss));
+    }
+    drop(kernels);
+
+    eprintln!("bench: memory, server with --warm-sandboxes 0");
+    let max = p.memory_points.iter().copied().max().unwrap_or(0);
+    let server = Server::start(env, 0, max + 2)?;
+    let mut sessions: Vec<Session> = Vec::new();
+    let mut points = Vec::new();
+    for (&n, (_, floor_pss)) in p.memory_points.iter().zip(&floor) {
+        let start = sessions.len();
+        let created = batched(n.saturating_sub(start), 4, |i| {
+            let session = server.http.session(format!("mem-{}", start + i));
+            async move { session.run("x = 0").await.map(|_| session) }
+        })
+        .await;
+        for session in created {
+            match session {
+                Ok(session) => sessions.push(session),
+                Err(err) => eprintln!("bench: creating a session failed: {err}"),
+            }
+        }
+        let alive = sessions.len();
+        server.http.wait_status(Duration::from_secs(30), |s| s["total_workers"].as_u64() == Some(alive as u64)).await;
+        tokio::time::sleep(settle).await;
+        let pss = server.sandbox_pss_mib();
+        let rss = server.rss_mib();
+        let figure = format!("PSS per idle session, {n} alive (mean)");
+        match mean(&pss) {
+            Some(m) if alive == n => report.ratio("memory", &figure, m, mean(floor_pss), "MiB"),
+            Some(_) => report.skipped("memory", &figure, &format!("only {alive} of {n} sessions could be created")),
+            None => report.skipped("memory", &figure, "no sandbox cgroup with processes found"),
+        }
+        if let Some(rss) = rss {
+            report.ratio("memory", &format!("  gateway RSS, {alive} sessions"), rss, None, "MiB");
+        }
+        points.push(json!({
+            "sessions": n, "alive": alive, "sandboxes_measured": pss.len(),
+            "pss_mib_mean": mean(&pss), "pss_mib_total": pss.iter().sum::<f64>(), "pss_mib_each": pss,
+            "floor_kernels": floor_pss.len(), "floor_pss_mib_mean": mean(floor_pss), "floor_pss_mib_each": floor_pss,
+            "gateway_rss_mib": rss,
+        }));
+    }
+    for session in &sessions {
+        session.release().await;
+    }
+    drop(server);
+    report.put("memory", "points", serde_json::Value::Array(points));
+    Ok(())
+}
