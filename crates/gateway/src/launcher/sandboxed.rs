@@ -83,7 +83,6 @@ impl SandboxLauncher {
 
     fn policy(&self, name: &str, uid: u32, session_dir: &SessionDir) -> Result<Policy, LaunchError> {
         let env_dir = Path::new(ENV_IN_SANDBOX);
-        let matplotlibrc = env_dir.join(self.env.matplotlibrc.strip_prefix(&self.env.root).unwrap_or(Path::new("")));
         let python = env_dir.join("bin/python");
         let builder = Policy::builder(name)
             .identity(uid, uid)
@@ -114,7 +113,6 @@ impl SandboxLauncher {
             ("TMPDIR", "/tmp".into()),
             ("LANG", "C.UTF-8".into()),
             ("MPLCONFIGDIR", "/tmp/mpl".into()),
-            ("MATPLOTLIBRC", matplotlibrc.to_string_lossy().into_owned()),
             ("MPLBACKEND", "module://matplotlib_inline.backend_inline".into()),
             ("XDG_CACHE_HOME", "/tmp/.cache".into()),
             ("OPENBLAS_NUM_THREADS", "1".into()),
@@ -124,7 +122,9 @@ impl SandboxLauncher {
             ("PYTHONDONTWRITEBYTECODE", "1".into()),
             ("PYDEVD_DISABLE_FILE_VALIDATION", "1".into()),
         ];
+        let env_vars = self.env.kernel_vars(env_dir).into_iter().map(|(k, v)| (k, v.to_string_lossy().into_owned()));
         env.into_iter()
+            .chain(env_vars)
             .fold(builder, |builder, (key, value)| builder.env(key, value))
             .build()
             .map_err(|err| LaunchError::Sandbox(sandbox::Error::from(err)))
