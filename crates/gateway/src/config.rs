@@ -53,6 +53,19 @@ pub struct Config {
     pub code_limit_kib: u64,
     /// First uid of the range given to sandboxes (one uid per sandbox slot).
     pub uid_base: u32,
+    /// How kernels are started: forked from the pre-loaded zygote (fast, shared memory) or exec'd fresh.
+    pub launcher: LauncherKind,
+}
+
+/// How kernels are started; both put each kernel in the same sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LauncherKind {
+    /// Fork each kernel from one interpreter that has imported ipykernel, numpy, pandas and matplotlib; falls
+    /// back to `exec` (with a warning) where the zygote cannot run, e.g. a Python without a shared libpython.
+    Zygote,
+    /// Start each kernel as a fresh `python -m ipykernel_launcher`.
+    Exec,
 }
 
 impl Default for Config {
@@ -78,6 +91,7 @@ impl Default for Config {
             output_limit_kib: 5 * 1024,
             code_limit_kib: 1024,
             uid_base: 200_000,
+            launcher: LauncherKind::Zygote,
         }
     }
 }
@@ -297,6 +311,10 @@ pub struct Settings {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid_base: Option<u32>,
+    /// How kernels are started [default: zygote]
+    #[arg(long, global = true, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<LauncherKind>,
 }
 
 #[cfg(test)]

@@ -26,9 +26,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::config::LauncherKind;
 use crate::kernel_env::KernelEnv;
 use crate::launcher::sandboxed::SandboxLauncher;
-use crate::launcher::LaunchError;
+use crate::launcher::zygote::ZygoteLauncher;
+use crate::launcher::{LaunchError, Launcher};
 use crate::pool::{ExecLimits, Pool, PoolConfig};
 
 /// The service could not run.
@@ -50,8 +52,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let launcher = SandboxLauncher::new(&config, env)?;
-    let pool = Pool::start(pool_config(&config), Arc::new(launcher))?;
+    let launcher = launcher(&config, env).await?;
+    let pool = Pool::start(pool_config(&config), launcher)?;
     let state = api::AppState {
         pool: pool.clone(),
         token: token.into(),
@@ -63,6 +65,20 @@ pub async fn run(
     tracing::info!("stopped accepting requests; destroying sandboxes");
     pool.shutdown().await;
     served.map_err(RunError::Serve)
+}
+
+/// The configured launcher; the exec launcher when the zygote cannot run here.
+async fn launcher(config: &Config, env: KernelEnv) -> Result<Arc<dyn Launcher>, LaunchError> {
+    if config.launcher == LauncherKind::Zygote {
+        match ZygoteLauncher::start(config, env.clone()).await {
+            Ok(zygote) => return Ok(Arc::new(zygote)),
+            Err(err) => tracing::warn!(
+                error = %format!("{:#}", anyhow::Error::from(err)),
+                "the zygote is unavailable; starting kernels with the exec launcher (slower, more memory)"
+            ),
+        }
+    }
+    Ok(Arc::new(SandboxLauncher::new(config, env)?))
 }
 
 fn pool_config(config: &Config) -> PoolConfig {

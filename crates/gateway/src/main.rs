@@ -1,4 +1,4 @@
-//! The `code-interpreter` binary: parse the command line, set up, serve; or act as the sandbox helper.
+//! The `code-interpreter` binary: parse the command line, set up, serve; or act as the sandbox helper or the zygote.
 
 use std::process::ExitCode;
 
@@ -13,6 +13,10 @@ fn main() -> ExitCode {
     // before anything else so no thread or runtime exists yet.
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "__sandbox-exec") {
         sandbox::exec_main();
+    }
+    // The zygote: likewise a fresh single-threaded process, which must stay single-threaded to fork.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "__zygote") {
+        zygote::main(&std::env::args().nth(2).unwrap_or_default());
     }
     let cli = Cli::parse();
     telemetry::init();

@@ -43,6 +43,12 @@ pub enum Error {
         /// The line read.
         line: String,
     },
+    /// The fork server has exited; start a new one.
+    #[error("the fork server has exited")]
+    ServerGone,
+    /// A sandbox of this name is already running on the fork server.
+    #[error("a sandbox named {0:?} is already running")]
+    NameInUse(String),
     /// Starting failed, and removing the half-made sandbox's cgroup failed as well.
     #[error("{error} (and removing its cgroup failed: {cleanup})")]
     CleanupFailed {

@@ -10,7 +10,7 @@ use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
-use crate::helper::{report, SetupError};
+use crate::helper::{report, Payload, SetupError};
 use crate::mounts::{self, Step};
 use crate::payload;
 use crate::policy::Policy;
@@ -24,13 +24,13 @@ pub(crate) const READY_BYTE: u8 = b'R';
 const FORWARDED: &[Signal] = &[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT];
 
 /// Runs init to the end and returns its exit code.
-pub(crate) fn run(policy: &Policy, steps: &[Step], ready_w: OwnedFd, alive_r: OwnedFd) -> i32 {
+pub(crate) fn run(policy: &Policy, steps: &[Step], payload: Payload<'_>, ready_w: OwnedFd, alive_r: OwnedFd) -> i32 {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGCHLD);
     for signal in FORWARDED {
         signals.add(*signal);
     }
-    match start(policy, steps, &signals, ready_w, alive_r) {
+    match start(policy, steps, payload, &signals, ready_w, alive_r) {
         Ok(payload) => reap(payload, &signals),
         Err(error) => {
             report(&error);
@@ -42,6 +42,7 @@ pub(crate) fn run(policy: &Policy, steps: &[Step], ready_w: OwnedFd, alive_r: Ow
 fn start(
     policy: &Policy,
     steps: &[Step],
+    payload: Payload<'_>,
     signals: &SigSet,
     ready_w: OwnedFd,
     alive_r: OwnedFd,
@@ -68,7 +69,10 @@ fn start(
     match sys::fork().map_err(|e| SetupError::Fork("the payload", e))? {
         ForkResult::Child => {
             drop((exec_r, ready_w));
-            payload::exec(policy, &filters, &old_mask, exec_w)
+            match payload {
+                Payload::Exec => payload::exec(policy, &filters, &old_mask, exec_w),
+                Payload::InProcess(run) => payload::run_in_process(policy, &filters, &old_mask, exec_w, run),
+            }
         }
         ForkResult::Parent { child } => {
             drop(exec_w);

@@ -35,11 +35,13 @@
 //! - `fs_rules`: the payload's landlock ruleset: write only to its tmpfs mounts, rw binds and a few devices.
 //! - [`cgroups`]: `CgroupDriver` / `Cgroup` traits, v1 and v2 drivers, `detect()`.
 //! - `status`: [`Termination`] and the exit-code encoding.
+//! - [`forkserver`]: the same sandboxes forked from a long-lived server whose payload runs in-process (a zygote).
 //! - `sys`: the only `unsafe` (fork, capabilities, interface flags, pidfds).
 //! - `error`: [`Error`].
 
 pub mod cgroups;
 mod error;
+pub mod forkserver;
 mod fs_rules;
 mod helper;
 mod init;
@@ -52,6 +54,7 @@ mod status;
 mod sys;
 
 pub use error::Error;
+pub use forkserver::ForkServer;
 pub use helper::exec_main;
 pub use policy::{Bind, Limits, Policy, PolicyBuilder, PolicyError, Rlimits, TmpfsSizes};
 pub use spawn::{cleanup_stale, spawn, Sandbox};

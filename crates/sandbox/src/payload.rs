@@ -1,11 +1,13 @@
 //! The payload child: sets its rlimits, drops to the policy's uid/gid with no capabilities and `no_new_privs`,
-//! restricts itself with landlock and seccomp, then execs argv with exactly the policy's env. A failure travels back to init as (stage, errno) over a close-on-exec pipe.
+//! restricts itself with landlock and seccomp, then execs argv with exactly the policy's env (or, in a fork
+//! server's child, calls the in-process payload instead). A failure travels back to init as (stage, errno) over a
+//! close-on-exec pipe.
 
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::fmt;
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
@@ -22,6 +24,8 @@ use crate::{fs_rules, seccomp, sys};
 pub(crate) enum Stage {
     /// Preparing argv/env as C strings.
     Args = 1,
+    /// Closing the descriptors a fork server's child inherited.
+    CloseFds,
     /// Restoring the signal mask.
     SignalMask,
     /// setsid.
@@ -51,8 +55,9 @@ pub(crate) enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 14] = [
+    const ALL: [Stage; 15] = [
         Stage::Args,
+        Stage::CloseFds,
         Stage::SignalMask,
         Stage::Session,
         Stage::Rlimits,
@@ -77,6 +82,7 @@ impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Stage::Args => "preparing argv and env",
+            Stage::CloseFds => "closing inherited file descriptors",
             Stage::SignalMask => "restoring the signal mask",
             Stage::Session => "starting a new session",
             Stage::Rlimits => "setting resource limits",
@@ -96,11 +102,35 @@ impl fmt::Display for Stage {
 
 /// Becomes the payload; on failure reports (stage, errno) on `report` and exits 127.
 pub(crate) fn exec(policy: &Policy, filters: &[BpfProgram], mask: &SigSet, report: OwnedFd) -> ! {
-    let Err((stage, errno)) = become_payload(policy, filters, mask);
+    let Err(failure) = raise_walls(policy, filters, mask).and_then(|()| exec_argv(policy));
+    fail(failure, &report)
+}
+
+/// Becomes the payload without exec: raises the same walls in this process, closes every inherited descriptor
+/// but stdio, then calls `run` and exits with its code. The pipe closing is the success report, as an exec's is.
+pub(crate) fn run_in_process(
+    policy: &Policy,
+    filters: &[BpfProgram],
+    mask: &SigSet,
+    report: OwnedFd,
+    run: &dyn Fn(&Policy) -> i32,
+) -> ! {
+    // This process is a fork of a long-lived server: nothing it had open may reach the payload.
+    if let Err(errno) = sys::close_fds_except(&[report.as_raw_fd()]) {
+        fail((Stage::CloseFds, errno), &report);
+    }
+    if let Err(failure) = raise_walls(policy, filters, mask) {
+        fail(failure, &report);
+    }
+    drop(report);
+    sys::exit_now(run(policy))
+}
+
+fn fail((stage, errno): (Stage, Errno), report: &OwnedFd) -> ! {
     let mut message = [0u8; 5];
     message[0] = stage as u8;
     message[1..].copy_from_slice(&(errno as i32).to_le_bytes());
-    let _ = nix::unistd::write(&report, &message);
+    let _ = nix::unistd::write(report, &message);
     sys::exit_now(127)
 }
 
@@ -124,12 +154,9 @@ pub(crate) fn read_failure(pipe: &OwnedFd) -> Option<(Stage, Errno)> {
     Some((stage, Errno::from_raw(errno)))
 }
 
-fn become_payload(policy: &Policy, filters: &[BpfProgram], mask: &SigSet) -> Result<Infallible, (Stage, Errno)> {
+/// Everything that makes a process the payload, in order, up to and including seccomp.
+fn raise_walls(policy: &Policy, filters: &[BpfProgram], mask: &SigSet) -> Result<(), (Stage, Errno)> {
     let fail = |stage| move |errno| (stage, errno);
-    let cstr = |s: &str| CString::new(s).map_err(|_| (Stage::Args, Errno::EINVAL));
-    let argv = policy.argv.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
-    let env = policy.env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect::<Result<Vec<_>, _>>()?;
-
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None).map_err(fail(Stage::SignalMask))?;
     nix::unistd::setsid().map_err(fail(Stage::Session))?;
     // As root, so a limit above the inherited hard limit can still be set.
@@ -150,9 +177,16 @@ fn become_payload(policy: &Policy, filters: &[BpfProgram], mask: &SigSet) -> Res
         Ok(status) => warn(&format!("landlock is {status:?} on this kernel: the read-only mounts are the only wall")),
         Err(error) => return Err((Stage::Landlock, explain(&error))),
     }
-    // Last: from here on, only execve.
-    seccomp::apply(filters).map_err(|error| (Stage::Seccomp, explain(&error)))?;
-    nix::unistd::execve(&argv[0], &argv, &env).map_err(fail(Stage::Exec))
+    // Last: from here on, only execve (or the in-process payload).
+    seccomp::apply(filters).map_err(|error| (Stage::Seccomp, explain(&error)))
+}
+
+/// execve of the policy's argv with exactly its env; only returns on failure.
+fn exec_argv(policy: &Policy) -> Result<Infallible, (Stage, Errno)> {
+    let cstr = |s: &str| CString::new(s).map_err(|_| (Stage::Args, Errno::EINVAL));
+    let argv = policy.argv.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
+    let env = policy.env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect::<Result<Vec<_>, _>>()?;
+    nix::unistd::execve(&argv[0], &argv, &env).map_err(|errno| (Stage::Exec, errno))
 }
 
 /// Sets every limit with soft = hard, so the payload cannot raise them again; no core dumps ever.

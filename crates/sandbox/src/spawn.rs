@@ -20,11 +20,11 @@ use crate::status::{decide, Termination};
 use crate::sys;
 
 /// How long the helper may take from start to the payload's exec.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest line of the helper's stderr read at once; longer ones are logged in pieces.
 const LINE_MAX: u64 = 8 * 1024;
 /// How much of the helper's stderr is kept for an error message.
-const STDERR_KEEP: usize = 16 * 1024;
+pub(crate) const STDERR_KEEP: usize = 16 * 1024;
 /// How long `kill` lets a SIGKILLed init take down its namespace before killing the whole cgroup.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
@@ -102,20 +102,26 @@ impl Drop for Sandbox {
 /// Call it from an async task, not from `spawn_blocking`: the helper sets `PR_SET_PDEATHSIG`, which fires when
 /// the *thread* that spawned it exits, and tokio retires idle blocking threads after a few seconds.
 pub async fn spawn(helper: Command, policy: &Policy) -> Result<Sandbox, Error> {
-    policy.validate()?;
-    let driver: Arc<dyn CgroupDriver> = Arc::from(cgroups::detect());
-    let cgroup: Arc<dyn Cgroup> =
-        Arc::from(driver.create(&policy.cgroup_parent, &policy.name, &CgroupSetup::from(&policy.limits))?);
+    let cgroup = create_cgroup(policy)?;
     match start(helper, policy, &cgroup).await {
         Ok(sandbox) => Ok(sandbox),
-        Err(error) => {
-            let cleanup = Arc::clone(&cgroup);
-            let removed = tokio::task::spawn_blocking(move || cleanup.kill_all().and_then(|()| cleanup.remove())).await;
-            match removed {
-                Ok(Ok(())) | Err(_) => Err(error),
-                Ok(Err(cleanup)) => Err(Error::CleanupFailed { error: Box::new(error), cleanup }),
-            }
-        }
+        Err(error) => Err(discard_cgroup(cgroup, error).await),
+    }
+}
+
+/// Validates `policy` and creates its cgroup with the policy's limits.
+pub(crate) fn create_cgroup(policy: &Policy) -> Result<Arc<dyn Cgroup>, Error> {
+    policy.validate()?;
+    let driver: Arc<dyn CgroupDriver> = Arc::from(cgroups::detect());
+    Ok(Arc::from(driver.create(&policy.cgroup_parent, &policy.name, &CgroupSetup::from(&policy.limits))?))
+}
+
+/// Kills whatever is left in the cgroup of a sandbox that failed to start, removes it, and returns `error`
+/// (with the cleanup's failure attached, if any).
+pub(crate) async fn discard_cgroup(cgroup: Arc<dyn Cgroup>, error: Error) -> Error {
+    match tokio::task::spawn_blocking(move || cgroup.kill_all().and_then(|()| cgroup.remove())).await {
+        Ok(Ok(())) | Err(_) => error,
+        Ok(Err(cleanup)) => Error::CleanupFailed { error: Box::new(error), cleanup },
     }
 }
 
@@ -154,15 +160,22 @@ async fn start(mut helper: Command, policy: &Policy, cgroup: &Arc<dyn Cgroup>) -
             });
         }
     };
-    let init_fd = sys::pidfd_open(Pid::from_raw(init_pid as i32)).ok();
     let (tx, done) = watch::channel(None);
+    let sandbox = Sandbox::new(init_pid, Arc::clone(cgroup), done);
     tokio::spawn(watch_helper(child, stdout, Arc::clone(cgroup), tx, policy.name.clone()));
     stderr.stop_collecting();
-    Ok(Sandbox { init_pid, init_fd, cgroup: Arc::clone(cgroup), done })
+    Ok(sandbox)
 }
 
-/// Owns the helper: waits for it, decides the termination from its status and the cgroup counters, removes the
-/// cgroup, then publishes the result.
+impl Sandbox {
+    /// A running sandbox whose pid 1 is `init_pid`; `done` gets its termination once it has been cleaned up.
+    pub(crate) fn new(init_pid: u32, cgroup: Arc<dyn Cgroup>, done: watch::Receiver<Option<Termination>>) -> Self {
+        let init_fd = sys::pidfd_open(Pid::from_raw(init_pid as i32)).ok();
+        Sandbox { init_pid, init_fd, cgroup, done }
+    }
+}
+
+/// Owns the helper: waits for it, then concludes.
 async fn watch_helper(
     mut child: Child,
     stdout: BufReader<impl AsyncRead + Unpin>,
@@ -179,6 +192,17 @@ async fn watch_helper(
             (None, None)
         }
     };
+    let _ = tx.send(Some(conclude(code, signal, cgroup, &name).await));
+}
+
+/// After the helper has gone: decides the termination from its exit code or signal and the cgroup counters, and
+/// removes the cgroup.
+pub(crate) async fn conclude(
+    code: Option<i32>,
+    signal: Option<i32>,
+    cgroup: Arc<dyn Cgroup>,
+    name: &str,
+) -> Termination {
     let termination = tokio::task::spawn_blocking(move || {
         let oom = cgroup.oom_kills().unwrap_or_else(|error| {
             tracing::warn!(%error, "reading the OOM counter");
@@ -193,7 +217,7 @@ async fn watch_helper(
     .await
     .unwrap_or(Termination::Signaled(libc::SIGKILL));
     tracing::debug!(sandbox = %name, ?termination, "sandbox ended");
-    let _ = tx.send(Some(termination));
+    termination
 }
 
 fn exit_parts(status: ExitStatus) -> (Option<i32>, Option<i32>) {
@@ -202,13 +226,13 @@ fn exit_parts(status: ExitStatus) -> (Option<i32>, Option<i32>) {
 }
 
 /// Reads the helper's stderr: keeps the start for error messages, then logs the payload's output at debug.
-struct StderrLog {
+pub(crate) struct StderrLog {
     kept: Arc<Mutex<(bool, String)>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl StderrLog {
-    fn start(stderr: impl AsyncRead + Unpin + Send + 'static, name: String) -> Self {
+    pub(crate) fn start(stderr: impl AsyncRead + Unpin + Send + 'static, name: String) -> Self {
         let kept = Arc::new(Mutex::new((true, String::new())));
         let shared = Arc::clone(&kept);
         let task = tokio::spawn(async move {
@@ -238,14 +262,14 @@ impl StderrLog {
     }
 
     /// From now on, lines are only logged.
-    fn stop_collecting(self) {
+    pub(crate) fn stop_collecting(self) {
         let mut kept = self.kept.lock().expect("stderr buffer poisoned");
         kept.0 = false;
         kept.1.clear();
     }
 
     /// Waits (briefly) for the stream to end and returns what was kept.
-    async fn finish(self) -> String {
+    pub(crate) async fn finish(self) -> String {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
         let kept = self.kept.lock().expect("stderr buffer poisoned");
         kept.1.clone()

@@ -1,7 +1,7 @@
 //! The crate's only `unsafe`: raw syscalls nix does not wrap (fork, capabilities, interface flags, pidfds, _exit).
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -112,5 +112,26 @@ pub(crate) fn cloexec_inherited_fds() -> nix::Result<()> {
     let flags = libc::CLOSE_RANGE_CLOEXEC as libc::c_uint;
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on fds; it closes nothing and touches no memory.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, flags) };
+    Errno::result(rc).map(drop)
+}
+
+/// Closes every fd from 3 up except those in `keep`.
+pub(crate) fn close_fds_except(keep: &[RawFd]) -> nix::Result<()> {
+    let mut keep: Vec<libc::c_uint> = keep.iter().filter(|fd| **fd >= 3).map(|fd| *fd as libc::c_uint).collect();
+    keep.sort_unstable();
+    let mut first: libc::c_uint = 3;
+    for fd in keep {
+        if fd > first {
+            close_range(first, fd - 1)?;
+        }
+        first = fd + 1;
+    }
+    close_range(first, libc::c_uint::MAX)
+}
+
+fn close_range(first: libc::c_uint, last: libc::c_uint) -> nix::Result<()> {
+    // SAFETY: close_range closes descriptors in [first, last]; the callers own none of them any more (the process
+    // is a fresh fork about to become the payload), so no live Rust object is left with a closed fd it still uses.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
     Errno::result(rc).map(drop)
 }

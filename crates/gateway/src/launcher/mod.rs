@@ -1,11 +1,14 @@
 //! How kernels come to be: the `Launcher` trait (start a ready kernel, clean up after a crash) and `Kernel`.
 //!
-//! The pool only sees this trait. `sandboxed::SandboxLauncher` starts each ipykernel in a fresh Linux sandbox
-//! through the `__sandbox-exec` helper process; a zygote that forks pre-imported interpreters is meant to be a
-//! second implementation.
+//! The pool only sees this trait. Two implementations put each kernel in the same sandbox (`policy`):
+//! `zygote::ZygoteLauncher` forks it from a pre-loaded interpreter (the default), `sandboxed::SandboxLauncher`
+//! execs a fresh one through the `__sandbox-exec` helper. `kernel_sandbox` is what they share.
 
+mod kernel_sandbox;
+mod policy;
 pub mod sandboxed;
 mod session_dir;
+pub mod zygote;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -88,6 +91,9 @@ pub enum LaunchError {
     /// The kernel exited while starting.
     #[error("the kernel {0} while starting")]
     DiedStarting(Exit),
+    /// The zygote cannot run with this interpreter.
+    #[error("the zygote cannot run: {0}")]
+    ZygoteUnavailable(String),
 }
 
 /// Starts kernels. One implementation per way of isolating them.

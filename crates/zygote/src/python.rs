@@ -1,0 +1,117 @@
+//! The embedded interpreter: CPython's shared library loaded with `dlopen` and the handful of C API calls the
+//! zygote needs. The crate's only `unsafe`.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, CString};
+use std::path::Path;
+
+use libloading::os::unix::{Library, Symbol, RTLD_GLOBAL, RTLD_NOW};
+
+/// Loading or starting the interpreter failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PythonError {
+    /// `dlopen` or `dlsym` failed.
+    #[error("loading {library}")]
+    Load {
+        /// The shared library.
+        library: String,
+        /// Why.
+        #[source]
+        source: libloading::Error,
+    },
+    /// A path or code string held a NUL byte.
+    #[error("{0} contains a NUL byte")]
+    Nul(&'static str),
+    /// The program name could not be decoded by the interpreter.
+    #[error("Py_DecodeLocale failed for the program name")]
+    Decode,
+    /// Python code raised (the traceback went to stderr).
+    #[error("the {0} code raised an exception (traceback above)")]
+    Raised(&'static str),
+}
+
+type Void = unsafe extern "C" fn();
+
+/// A loaded libpython, initialized once by [`Python::initialize`].
+pub struct Python {
+    before_fork: Symbol<Void>,
+    after_fork_parent: Symbol<Void>,
+    after_fork_child: Symbol<Void>,
+    run_simple_string: Symbol<unsafe extern "C" fn(*const c_char) -> c_int>,
+    set_program_name: Symbol<unsafe extern "C" fn(*const libc::wchar_t) -> ()>,
+    decode_locale: Symbol<unsafe extern "C" fn(*const c_char, *mut usize) -> *mut libc::wchar_t>,
+    initialize_ex: Symbol<unsafe extern "C" fn(c_int)>,
+    /// Kept loaded for the life of the process (the symbols above point into it).
+    _library: Library,
+}
+
+impl Python {
+    /// Loads `library` (e.g. `.../lib/libpython3.11.so.1.0`) with its symbols global, so the extension modules
+    /// Python imports later find the C API in it.
+    pub fn load(library: &Path) -> Result<Python, PythonError> {
+        let name = library.display().to_string();
+        let load_err = |source| PythonError::Load { library: name.clone(), source };
+        // SAFETY: loading libpython runs its ELF constructors, which only set up static data; nothing else in
+        // this process uses Python yet.
+        let lib = unsafe { Library::open(Some(library), RTLD_NOW | RTLD_GLOBAL) }.map_err(load_err)?;
+        // SAFETY (all `get`s): each type is the C prototype of that function in CPython's stable C API
+        // (Python.h: pylifecycle.h, pythonrun.h, intrcheck.h, fileutils.h).
+        unsafe {
+            Ok(Python {
+                before_fork: lib.get(b"PyOS_BeforeFork\0").map_err(load_err)?,
+                after_fork_parent: lib.get(b"PyOS_AfterFork_Parent\0").map_err(load_err)?,
+                after_fork_child: lib.get(b"PyOS_AfterFork_Child\0").map_err(load_err)?,
+                run_simple_string: lib.get(b"PyRun_SimpleString\0").map_err(load_err)?,
+                set_program_name: lib.get(b"Py_SetProgramName\0").map_err(load_err)?,
+                decode_locale: lib.get(b"Py_DecodeLocale\0").map_err(load_err)?,
+                initialize_ex: lib.get(b"Py_InitializeEx\0").map_err(load_err)?,
+                _library: lib,
+            })
+        }
+    }
+
+    /// Starts the interpreter as if it were `program` (a venv's `bin/python`: `sys.prefix` becomes the venv),
+    /// with Python's usual signal handling (SIGINT raises `KeyboardInterrupt`, SIGPIPE ignored). Call once.
+    pub fn initialize(&self, program: &Path) -> Result<(), PythonError> {
+        let program = CString::new(program.as_os_str().as_encoded_bytes()).map_err(|_| PythonError::Nul("program"))?;
+        // SAFETY: Py_DecodeLocale may be called before initialization; it returns a PyMem_RawMalloc'd wide string
+        // or NULL. Py_SetProgramName keeps the pointer, which therefore is never freed.
+        unsafe {
+            let wide = (self.decode_locale)(program.as_ptr(), std::ptr::null_mut());
+            if wide.is_null() {
+                return Err(PythonError::Decode);
+            }
+            (self.set_program_name)(wide);
+            (self.initialize_ex)(1);
+        }
+        Ok(())
+    }
+
+    /// Runs `code` in `__main__`; `what` names it in the error.
+    pub fn run(&self, what: &'static str, code: &str) -> Result<(), PythonError> {
+        let code = CString::new(code).map_err(|_| PythonError::Nul(what))?;
+        // SAFETY: the interpreter is initialized and this (the only) thread holds the GIL; `code` outlives the call.
+        match unsafe { (self.run_simple_string)(code.as_ptr()) } {
+            0 => Ok(()),
+            _ => Err(PythonError::Raised(what)),
+        }
+    }
+
+    /// `PyOS_BeforeFork`: call right before `fork`.
+    pub fn before_fork(&self) {
+        // SAFETY: the interpreter is initialized and this thread holds the GIL.
+        unsafe { (self.before_fork)() }
+    }
+
+    /// `PyOS_AfterFork_Parent`: call in the parent right after `fork`.
+    pub fn after_fork_parent(&self) {
+        // SAFETY: paired with `before_fork` in the same thread.
+        unsafe { (self.after_fork_parent)() }
+    }
+
+    /// `PyOS_AfterFork_Child`: call first thing in a child (or grandchild) that will run Python.
+    pub fn after_fork_child(&self) {
+        // SAFETY: this process is a fork of the one that called `before_fork` (with nothing run in between).
+        unsafe { (self.after_fork_child)() }
+    }
+}
