@@ -15,7 +15,8 @@ import os
 import shutil
 import sys
 
-# What every kernel imports while starting, and what users import first. Order matters only for speed.
+# What every kernel imports while starting, and what users import first. Not matplotlib_inline's backend: it
+# hooks into the shell when imported, which must happen in the kernel (at its first plot, as without a zygote).
 PRELOAD = (
     "numpy",
     "pandas",
@@ -30,7 +31,6 @@ PRELOAD = (
     "ipykernel.iostream",
     "ipykernel.comm",
     "jupyter_client.session",
-    "matplotlib_inline.backend_inline",
 )
 
 
@@ -73,7 +73,4 @@ def start(request_bytes):
     sys.argv = [ipykernel_launcher.__file__, *argv[3:]]
     app = kernelapp.IPKernelApp.instance()
     app.initialize(argv[3:])
-    # The inline backend hooks into the shell when its module is imported; it was imported before any shell
-    # existed, so hook it now, as a fresh kernel's first plot would.
-    app.shell.enable_matplotlib("inline")
     app.start()

@@ -106,8 +106,8 @@ pub(crate) fn exec(policy: &Policy, filters: &[BpfProgram], mask: &SigSet, repor
     fail(failure, &report)
 }
 
-/// Becomes the payload without exec: raises the same walls in this process, closes every inherited descriptor
-/// but stdio, then calls `run` and exits with its code. The pipe closing is the success report, as an exec's is.
+/// Becomes the payload without exec: closes every inherited descriptor but stdio, sets exactly the policy's
+/// environment, raises the same walls in this process, then calls `run` and exits with its code. The pipe closing is the success report, as an exec's is.
 pub(crate) fn run_in_process(
     policy: &Policy,
     filters: &[BpfProgram],
@@ -118,6 +118,13 @@ pub(crate) fn run_in_process(
     // This process is a fork of a long-lived server: nothing it had open may reach the payload.
     if let Err(errno) = sys::close_fds_except(&[report.as_raw_fd()]) {
         fail((Stage::CloseFds, errno), &report);
+    }
+    // Exactly the policy's environment, as execve would have set it (the process is single-threaded).
+    for (key, _) in std::env::vars_os() {
+        std::env::remove_var(key);
+    }
+    for (key, value) in &policy.env {
+        std::env::set_var(key, value);
     }
     if let Err(failure) = raise_walls(policy, filters, mask) {
         fail(failure, &report);

@@ -57,6 +57,10 @@ fn answer(execution: Execution, memory_limit_mib: u64) -> Result<Json<Value>, Ap
             "The Python kernel was killed at its memory limit of {memory_limit_mib} MiB: the session's state was \
              lost; the next request starts a fresh interpreter."
         )),
+        End::DiedIdle(exit) => Some(format!(
+            "The Python kernel died since the last request ({exit}): the session's state was lost and this code \
+             was not run; the next request starts a fresh interpreter."
+        )),
         End::Died(exit) => Some(format!(
             "The Python kernel died ({exit}): the session's state was lost; the next request starts a fresh \
              interpreter."
@@ -238,6 +242,11 @@ mod tests {
         assert!(body["detail"].as_str().unwrap().contains("512 MiB"));
         let Err(ApiError::Execution(body)) = answer(finished(vec![], End::Died(Exit::Code(1))), 512) else { panic!() };
         assert_eq!(body["reason"], "kernel_died");
+        let Err(ApiError::Execution(body)) = answer(finished(vec![], End::DiedIdle(Exit::Signal(9))), 512) else {
+            panic!()
+        };
+        assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("kernel_died"), Some(true)));
+        assert!(body["detail"].as_str().unwrap().contains("was not run"), "{body}");
         let Err(ApiError::Execution(body)) = answer(finished(vec![], End::Timeout), 512) else { panic!() };
         assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("timeout"), Some(false)));
     }

@@ -22,6 +22,8 @@ pub enum End {
     TimeoutRestarted,
     /// The kernel died (exit, signal, memory limit, process limit).
     Died(Exit),
+    /// The kernel had died while the session was idle (e.g. its zygote died): the code was not run.
+    DiedIdle(Exit),
     /// The kernel stopped answering (protocol failure); it was replaced.
     Unresponsive(kernel::Error),
     /// The code ran into the sandbox's process limit (a fork or thread bomb); the kernel and every process it
@@ -32,7 +34,7 @@ pub enum End {
 impl End {
     /// Whether the session's variables are gone (its kernel must be replaced).
     pub fn state_lost(&self) -> bool {
-        matches!(self, End::TimeoutRestarted | End::Died(_) | End::Unresponsive(_))
+        matches!(self, End::TimeoutRestarted | End::Died(_) | End::DiedIdle(_) | End::Unresponsive(_))
     }
 
     /// The name of this end in answers and logs.
@@ -42,10 +44,25 @@ impl End {
             End::Error(_) => "error",
             End::Timeout => "timeout",
             End::TimeoutRestarted => "timeout_restarted",
-            End::Died(Exit::OutOfMemory) => "out_of_memory",
-            End::Died(Exit::PidsLimit) | End::PidsLimit => "pids_limit",
-            End::Died(_) => "kernel_died",
+            End::Died(Exit::OutOfMemory) | End::DiedIdle(Exit::OutOfMemory) => "out_of_memory",
+            End::Died(Exit::PidsLimit) | End::DiedIdle(Exit::PidsLimit) | End::PidsLimit => "pids_limit",
+            End::Died(_) | End::DiedIdle(_) => "kernel_died",
             End::Unresponsive(_) => "unresponsive",
+        }
+    }
+}
+
+impl Execution {
+    /// The answer for code that was not run because the session's kernel had died while idle.
+    pub(super) fn not_run(exit: Exit, limits: ExecLimits) -> Execution {
+        let end = End::DiedIdle(exit);
+        Execution {
+            outputs: Vec::new(),
+            execution_count: None,
+            duration: Duration::ZERO,
+            end,
+            output_truncated: false,
+            limits,
         }
     }
 }

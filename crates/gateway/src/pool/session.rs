@@ -128,8 +128,12 @@ impl Actor {
         code: &str,
     ) -> Result<Execution, PoolError> {
         if let Some(dead) = kernel.take_if(|k| k.kernel.process.has_exited()) {
-            tracing::info!(sandbox = %dead.kernel.name, "the session's kernel had died; replacing it");
+            let exit = dead.kernel.process.exited().await;
+            tracing::info!(sandbox = %dead.kernel.name, %exit, "the session's kernel had died while idle");
             dead.destroy().await;
+            self.shared.refill.notify_one();
+            // Running the code on a fresh kernel would hide that its variables are gone: say so instead.
+            return Ok(Execution::not_run(exit, self.shared.config.limits));
         }
         if kernel.is_none() {
             let reserved = match reservation.take() {

@@ -7,3 +7,4 @@ mod execution;
 mod lifecycle;
 mod sandbox;
 mod util;
+mod zygote;

@@ -80,29 +80,49 @@ impl TestServer {
         self.process.stop()
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.pid().expect("the server runs")
+    }
+
     /// An HTTP client for this server.
     pub(crate) fn client(&self) -> Api {
         Api { http: reqwest::Client::new(), url: self.url.clone() }
     }
 }
 
-/// The shared server most tests use: 2 warm sandboxes, 6 s timeout, 1 s interrupt grace.
+/// The shared server most tests use: the default (zygote) launcher, 2 warm sandboxes, 6 s timeout, 1 s grace.
 pub(crate) fn shared() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let server = TestServer::start(&[
-            "--warm-sandboxes",
-            "2",
-            "--max-sandboxes",
-            "64",
-            "--execution-timeout-secs",
-            "6",
-            "--interrupt-grace-secs",
-            "1",
-        ]);
-        server.client_blocking_wait_ready();
-        server
-    })
+    SERVER.get_or_init(|| shared_server("zygote"))
+}
+
+/// The same as [`shared`] with the exec launcher, for the tests that must hold for both.
+pub(crate) fn shared_exec() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| shared_server("exec"))
+}
+
+/// Both shared servers, with their launcher's name.
+pub(crate) fn both_launchers() -> [(&'static str, &'static TestServer); 2] {
+    [("zygote", shared()), ("exec", shared_exec())]
+}
+
+fn shared_server(launcher: &str) -> TestServer {
+    let server = TestServer::start(&[
+        "--launcher",
+        launcher,
+        "--warm-sandboxes",
+        "2",
+        "--max-sandboxes",
+        "64",
+        "--execution-timeout-secs",
+        "6",
+        "--interrupt-grace-secs",
+        "1",
+    ]);
+    server.client_blocking_wait_ready();
+    server
 }
 
 impl TestServer {

@@ -26,8 +26,9 @@ use crate::util::{user, TestServer, TOKEN};
 
 use targets::{fill_in, Targets};
 
-/// The first uid of the suite's sandboxes (one per slot); host processes of these uids must be out of reach.
-const UID_BASE: u32 = 230_000;
+/// The first uid of the suite's sandboxes (one per slot), per launcher; host processes of these uids must be out
+/// of reach.
+const UID_BASES: [(&str, u32); 2] = [("zygote", 230_000), ("exec", 240_000)];
 /// The suite server's `--max-sandboxes`.
 const MAX_SANDBOXES: u32 = 12;
 /// The suite server's `--sandbox-size-mib`, `--tmp-size-mib` (and the fixed size of `/dev/shm`).
@@ -270,15 +271,30 @@ async fn run(client: &Client, attempt: &Attempt, witness: &str, witness_count: &
     Ok(note)
 }
 
-/// Every attack in the table, one after another on a private server, with the canary counting throughout.
+/// The suite against kernels forked from the zygote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn escape_and_abuse_suite() {
+async fn escape_and_abuse_suite_zygote() {
+    escape_and_abuse_suite("zygote").await;
+}
+
+/// The suite against kernels started by the exec launcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_and_abuse_suite_exec() {
+    escape_and_abuse_suite("exec").await;
+}
+
+/// Every attack in the table, one after another on a private server with `launcher`, with the canary counting
+/// throughout.
+async fn escape_and_abuse_suite(launcher: &str) {
     let started = Instant::now();
-    let uid_base = UID_BASE.to_string();
+    let uid_base = UID_BASES.iter().find(|(name, _)| *name == launcher).expect("a known launcher").1;
+    let uid_base_flag = uid_base.to_string();
     let max = MAX_SANDBOXES.to_string();
     let tmpfs = TMPFS_MIB.to_string();
     let pids = PIDS_LIMIT.to_string();
     let server = TestServer::start(&[
+        "--launcher",
+        launcher,
         "--warm-sandboxes",
         "2",
         "--max-sandboxes",
@@ -296,13 +312,13 @@ async fn escape_and_abuse_suite() {
         "--tmp-size-mib",
         &tmpfs,
         "--uid-base",
-        &uid_base,
+        &uid_base_flag,
     ]);
     server.client_blocking_wait_ready();
     let data_dir = server.data_dir.display().to_string();
     // The harness passes the token in the environment; put the file there too, as a target.
     std::fs::write(server.data_dir.join("auth_token.txt"), TOKEN).unwrap();
-    let targets = Targets::new(data_dir);
+    let targets = Targets::new(data_dir, uid_base);
     let client = Client { http: reqwest::Client::new(), url: server.url.clone() };
 
     // The witness: another session with state, and a marker in each of its writable places.
@@ -336,10 +352,16 @@ async fn escape_and_abuse_suite() {
         let secs = at.elapsed().as_secs_f64();
         match &outcome {
             Ok(note) => {
-                println!("escape: contained  {:<10} {:<28} {secs:5.1}s  {note}", attempt.category, attempt.name)
+                println!(
+                    "escape ({launcher}): contained  {:<10} {:<28} {secs:5.1}s  {note}",
+                    attempt.category, attempt.name
+                )
             }
             Err(reason) => {
-                println!("escape: NOT CONTAINED {:<10} {:<28} {secs:5.1}s  {reason}", attempt.category, attempt.name);
+                println!(
+                    "escape ({launcher}): NOT CONTAINED {:<10} {:<28} {secs:5.1}s  {reason}",
+                    attempt.category, attempt.name
+                );
                 failed.push(format!("{}/{}: {reason}", attempt.category, attempt.name));
             }
         }
@@ -349,7 +371,7 @@ async fn escape_and_abuse_suite() {
     let stats = canary_task.await.expect("the canary task");
     let total = attempts.len();
     let summary = format!(
-        "escape suite: {}/{total} attempts contained in {:.0}s\n",
+        "escape suite ({launcher} launcher): {}/{total} attempts contained in {:.0}s\n",
         total - failed.len(),
         started.elapsed().as_secs_f64()
     );

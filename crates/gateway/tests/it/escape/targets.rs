@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use super::checks::untouched;
-use super::{MAX_SANDBOXES, UID_BASE};
+use super::MAX_SANDBOXES;
 
 /// What the attempts target on the host.
 pub(super) struct Targets {
@@ -43,7 +43,7 @@ fn metadata_line(path: &str) -> String {
 }
 
 impl Targets {
-    pub(super) fn new(data_dir: String) -> Targets {
+    pub(super) fn new(data_dir: String, uid_base: u32) -> Targets {
         let bind = |address: &str| {
             let listener = TcpListener::bind(address).ok()?;
             listener.set_nonblocking(true).unwrap();
@@ -53,7 +53,7 @@ impl Targets {
         let abstract_listener =
             UnixListener::bind_addr(&UnixAddr::from_abstract_name(&abstract_name).unwrap()).unwrap();
         abstract_listener.set_nonblocking(true).unwrap();
-        let sleepers = (UID_BASE..UID_BASE + MAX_SANDBOXES)
+        let sleepers = (uid_base..uid_base + MAX_SANDBOXES)
             .map(|uid| {
                 Command::new("sleep")
                     .arg("600")

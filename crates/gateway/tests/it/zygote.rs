@@ -1,0 +1,84 @@
+//! What the zygote must not change, and what it must not share: kernels forked from it look exactly like exec'd
+//! ones, share no mutable state with each other, and a dead zygote is replaced.
+
+use std::time::Duration;
+
+use crate::util::{both_launchers, shared, user, TestServer};
+
+/// What a kernel sees of its interpreter and process: identical under both launchers.
+const SELF_PORTRAIT: &str = "import os, sys, json\n\
+    print(json.dumps({'env': dict(os.environ), 'prefix': sys.prefix, 'base_prefix': sys.base_prefix, \
+    'executable': sys.executable, 'path': sys.path, 'argv': sys.argv[1:], 'cwd': os.getcwd(), \
+    'pid': os.getpid(), 'ppid': os.getppid(), 'umask': os.umask(0o22), 'flags': str(sys.flags), \
+    'main': sorted(k for k in globals() if not k.startswith('_')), 'mpl': __import__('matplotlib').get_backend(), \
+    'user_main': sys.modules['__main__'].__dict__ is globals()}, sort_keys=True))";
+
+#[tokio::test]
+async fn both_launchers_give_the_same_kernel() {
+    let mut portraits = Vec::new();
+    for (launcher, server) in both_launchers() {
+        let text = server.client().run_ok(&user("portrait"), SELF_PORTRAIT).await;
+        let mut portrait: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // Per-process values the kernel sets itself.
+        for volatile in ["JPY_PARENT_PID", "JPY_SESSION_NAME"] {
+            portrait["env"].as_object_mut().unwrap().remove(volatile);
+        }
+        portraits.push((launcher, portrait));
+    }
+    let (zygote, exec) = (&portraits[0].1, &portraits[1].1);
+    assert_eq!(zygote, exec, "zygote and exec kernels differ");
+    assert_eq!(zygote["prefix"], "/opt/kernel-env");
+    assert_eq!(zygote["pid"], 2, "the kernel is the first child of the sandbox's init");
+    assert_eq!(zygote["mpl"], "module://matplotlib_inline.backend_inline");
+}
+
+/// Kernels forked from one zygote start from the same memory but share nothing: a change in one is invisible in
+/// another, and their random generators are seeded apart. The heavy modules are already imported.
+#[tokio::test]
+async fn zygote_kernels_share_nothing_mutable() {
+    let api = shared().client();
+    let code = "import sys, random, numpy as np\nalready = 'pandas' in sys.modules\n\
+                draws = [random.getrandbits(64), int(np.random.randint(1 << 62)), int(np.random.default_rng().integers(1 << 62))]\n\
+                print(np.pi, already, draws)\nnp.pi = 3\nrandom.seed(1)";
+    let first = api.run_ok(&user("cow-a"), code).await;
+    let second = api.run_ok(&user("cow-b"), code).await;
+    assert!(first.starts_with("3.141592653589793 True ["), "{first}");
+    assert!(second.starts_with("3.141592653589793 True ["), "the first kernel's change leaked: {second}");
+    let draws = |text: &str| text.split('[').nth(1).unwrap().trim_end_matches([']', '\n']).to_owned();
+    let (a, b) = (draws(&first), draws(&second));
+    for (x, y) in a.split(", ").zip(b.split(", ")) {
+        assert_ne!(x, y, "two kernels drew the same random number: {a} / {b}");
+    }
+}
+
+/// Host pid of the server's zygote (a child of the server whose command line says `__zygote`).
+fn zygote_pid(server_pid: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ppid: u32 = stat.rsplit(") ").next()?.split_whitespace().nth(1)?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let is_zygote = cmdline.split(|b| *b == 0).nth(1) == Some(b"__zygote".as_slice());
+        (ppid == server_pid && is_zygote).then_some(pid)
+    })
+}
+
+/// When the zygote dies, its kernels die with it (their users are told their state is lost), and the next
+/// kernel comes from a new zygote.
+#[tokio::test]
+async fn a_dead_zygote_is_replaced() {
+    let server = TestServer::start(&["--warm-sandboxes", "1"]);
+    let api = server.client();
+    api.wait_ready().await;
+    let who = user("zygote-dies");
+    api.run_ok(&who, "x = 1").await;
+    let old = zygote_pid(server.pid()).expect("the server has a zygote");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = api.execute(&who, "x").await;
+    assert_eq!((status, body["reason"].as_str(), body["state_lost"].as_bool()), (400, Some("kernel_died"), Some(true)));
+    assert_eq!(api.run_ok(&who, "'again'").await, "'again'");
+    assert_eq!(api.run_ok(&user("zygote-new"), "'new'").await, "'new'");
+    let new = zygote_pid(server.pid()).expect("a new zygote");
+    assert_ne!(new, old);
+}
