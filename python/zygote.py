@@ -30,11 +30,33 @@ PRELOAD = (
     "ipykernel.zmqshell",
     "ipykernel.iostream",
     "ipykernel.comm",
+    "ipykernel.debugger",
     "jupyter_client.session",
+    # What the kernel's start imports after these (debugpy and pydevd come with ipykernel.debugger).
+    "IPython.core.completerlib",
+    "IPython.core.debugger",
+    "IPython.core.logger",
+    "IPython.core.oinspect",
+    "IPython.extensions.storemagic",
+    "IPython.utils.wildcard",
+    "tornado.gen",
+    "tornado.locks",
+    "tornado.queues",
+    "tornado.platform.asyncio",
+    "sqlite3",
+    "pdb",
+    "pydoc",
+    "faulthandler",
+    "mimetypes",
+    "http.server",
+    "xmlrpc.server",
 )
 
 
 def preload(config_bytes):
+    # No collection while importing: it would leave holes in pages that the kernels' first allocations would
+    # then fill, copying those pages; and gc.freeze() below keeps later collections off the imported objects.
+    gc.disable()
     config = json.loads(config_bytes)
     if sys.prefix != config["prefix"]:
         raise SystemExit(f"zygote: sys.prefix is {sys.prefix!r}, expected the kernel env {config['prefix']!r}")
@@ -44,11 +66,49 @@ def preload(config_bytes):
         os.makedirs(mpl_dir, exist_ok=True)
         for cached in glob.glob(os.path.join(config["font_cache"], "fontlist-*.json")):
             shutil.copy(cached, mpl_dir)
+    before = dict(os.environ)
     for name in PRELOAD:
         importlib.import_module(name)
+    prepare_app(config["kernel_args"])
+    # What importing set in the environment (debugpy sets PYDEVD_USE_FRAME_EVAL): a kernel importing the same
+    # modules itself would have it too.
+    _set_by_imports.update({k: v for k, v in os.environ.items() if before.get(k) != v})
     # Everything imported so far lives for good: keep the collector off those pages, so they stay shared.
-    gc.collect()
     gc.freeze()
+
+
+# Environment variables the preloaded modules set when imported.
+_set_by_imports = {}
+# The kernel application, configured from the kernels' command line before the fork; and that command line.
+_app = None
+_app_args = None
+
+
+def prepare_app(args):
+    """Does the part of the kernel's start that is the same for every kernel and needs neither a thread nor a
+    ZeroMQ context: parsing the command line and the configuration (IPython's application initialize)."""
+    global _app, _app_args
+    from IPython.core.application import BaseIPythonApplication
+    from ipykernel import kernelapp
+
+    _app = kernelapp.IPKernelApp.instance()
+    BaseIPythonApplication.initialize(_app, args)
+    _app_args = list(args)
+
+
+def initialize(app, args):
+    """The rest of IPKernelApp.initialize(args), in the kernel: sockets, threads, the shell."""
+    from IPython.core.application import BaseIPythonApplication
+
+    # The profile directory was made in the zygote's home; the kernel's home is a fresh one.
+    os.makedirs(app.profile_dir.location, exist_ok=True)
+    app.profile_dir.check_dirs()
+    done = BaseIPythonApplication.initialize
+    BaseIPythonApplication.initialize = lambda self, argv=None: None
+    try:
+        app.initialize(args)
+    finally:
+        BaseIPythonApplication.initialize = done
 
 
 def start(request_bytes):
@@ -56,9 +116,11 @@ def start(request_bytes):
     argv = request["argv"]
     if argv[1:3] != ["-m", "ipykernel_launcher"]:
         raise SystemExit(f"zygote: can only start `python -m ipykernel_launcher ...`, not {argv!r}")
-    # Exactly the policy's environment, as an exec would have given it.
+    # Exactly the policy's environment, as an exec would have given it, plus what the imports add.
     os.environ.clear()
     os.environ.update(request["env"])
+    os.environ.update(_set_by_imports)
+    gc.enable()
     # Every fork starts with the zygote's generator states: draw fresh seeds from the kernel's entropy.
     import random
 
@@ -70,7 +132,14 @@ def start(request_bytes):
     import ipykernel_launcher
     from ipykernel import kernelapp
 
-    sys.argv = [ipykernel_launcher.__file__, *argv[3:]]
-    app = kernelapp.IPKernelApp.instance()
-    app.initialize(argv[3:])
+    args = argv[3:]
+    sys.argv = [ipykernel_launcher.__file__, *args]
+    if _app is not None and args == _app_args:
+        initialize(_app, args)
+        app = _app
+    else:
+        # Another command line than the one prepared for: start from scratch.
+        kernelapp.IPKernelApp.clear_instance()
+        app = kernelapp.IPKernelApp.instance()
+        app.initialize(args)
     app.start()

@@ -75,6 +75,8 @@ pub(crate) enum SetupError {
     Payload { argv0: String, stage: Stage, source: Errno },
     #[error("reporting readiness")]
     Ready(#[source] io::Error),
+    #[error("the fork server could not put the sandbox in its cgroup (its log says why)")]
+    NotInCgroup,
 }
 
 /// Entry point of the helper process: never returns. Exit code: the payload's (code, or 128 + signal), or 125 if
@@ -149,7 +151,7 @@ pub(crate) fn launch(
     match sys::fork().map_err(|e| SetupError::Fork("init", e))? {
         ForkResult::Child => {
             drop((ready_r, alive_w));
-            sys::exit_now(init::run(policy, &steps, payload, ready_w, alive_r))
+            sys::exit_now(init::run(policy, &steps, payload, init::Starter::Helper { ready: ready_w, alive: alive_r }))
         }
         ForkResult::Parent { child } => {
             drop((ready_w, alive_r));

@@ -67,7 +67,11 @@ async fn ends_kills_and_failures() {
     let stderr = fx.dir.path().join("stderr");
     let sandbox = server.spawn(&policy, &stderr).await.unwrap();
     assert!(matches!(server.spawn(&policy, &stderr).await, Err(Error::NameInUse(_))));
-    assert!(std::path::Path::new(&format!("/proc/{}", sandbox.init_pid())).exists());
+    assert!(
+        std::path::Path::new(&format!("/proc/{}", sandbox.init_pid())).exists(),
+        "init {} runs",
+        sandbox.init_pid()
+    );
     tokio::time::timeout(Duration::from_secs(10), sandbox.kill()).await.expect("kill returns");
     assert_eq!(sandbox.wait().await, Termination::Signaled(libc::SIGKILL));
     assert!(fx.cgroup_dirs().iter().all(|d| !d.exists()), "the cgroup is removed");

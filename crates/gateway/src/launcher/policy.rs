@@ -70,6 +70,18 @@ impl KernelPolicy {
         Path::new(ENV_IN_SANDBOX).join("bin/python")
     }
 
+    /// The kernel's command line (the same for every kernel: the connection file is at the same place in each).
+    pub(super) fn kernel_argv(&self) -> Vec<String> {
+        vec![
+            self.python().to_string_lossy().into_owned(),
+            "-m".into(),
+            "ipykernel_launcher".into(),
+            "-f".into(),
+            format!("{RUN_IN_SANDBOX}/kernel.json"),
+            "--HistoryManager.hist_file=:memory:".into(),
+        ]
+    }
+
     /// The kernel's whole environment (nothing else is inherited).
     pub(super) fn kernel_vars(&self) -> Vec<(String, String)> {
         let fixed = [
@@ -119,14 +131,7 @@ impl KernelPolicy {
             .memory_limit(self.memory_bytes)
             .pids_limit(self.pids_max)
             .cpu_millicores(self.cpu_millicores)
-            .argv([
-                self.python().to_string_lossy().into_owned(),
-                "-m".into(),
-                "ipykernel_launcher".into(),
-                "-f".into(),
-                format!("{RUN_IN_SANDBOX}/kernel.json"),
-                "--HistoryManager.hist_file=:memory:".into(),
-            ]);
+            .argv(self.kernel_argv());
         self.kernel_vars()
             .into_iter()
             .fold(builder, |builder, (key, value)| builder.env(key, value))

@@ -93,9 +93,14 @@ impl ForkServer {
         if !self.is_serving() {
             return Err(Error::ServerGone);
         }
+        // Before the cgroup is touched: a failed start discards it, and it is the running sandbox's.
+        if self.state.waiters.lock().expect("waiters poisoned").contains_key(&policy.name) {
+            return Err(Error::NameInUse(policy.name.clone()));
+        }
         let cgroup = create_cgroup(policy)?;
         match self.start_sandbox(policy, stderr, &cgroup).await {
             Ok(sandbox) => Ok(sandbox),
+            Err(Error::NameInUse(name)) => Err(Error::NameInUse(name)),
             Err(error) => {
                 self.state.waiters.lock().expect("waiters poisoned").remove(&policy.name);
                 Err(discard_cgroup(cgroup, error).await)

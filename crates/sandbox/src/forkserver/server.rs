@@ -16,9 +16,11 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
 use super::{Event, Request};
-use crate::helper::{self, report, Payload, SetupError};
+use crate::cgroups::CgroupDriver;
+use crate::helper::{report, Payload, SetupError, NAMESPACES};
+use crate::init;
 use crate::mounts::{self, HostFacts};
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{Bind, Policy, PolicyError};
 use crate::status::{encode, SETUP_FAILED};
 use crate::sys;
 
@@ -53,15 +55,21 @@ pub enum ServerError {
     Events(#[source] io::Error),
 }
 
+/// Where the cgroup hierarchies are mounted, on the host and in the server's root.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
 /// Moves the calling process (single-threaded, real root) into a mount namespace of its own whose root is built
-/// from `policy` exactly as a sandbox's would be (only the mounts are used), so that the paths it loads code
-/// from are the paths its sandboxes see. Returns the host's mount namespace, which [`serve`] needs.
+/// from `policy` exactly as a sandbox's would be (only the mounts are used; the host's cgroup hierarchies are
+/// added), so that the paths it loads code from are the paths its sandboxes see. Returns the host's mount namespace, which [`serve`] needs.
 pub fn enter_root(policy: &Policy) -> Result<HostMountNamespace, ServerError> {
     policy.validate()?;
     let host = open("/proc/self/ns/mnt", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| ServerError::Sys("opening the host's mount namespace", e))?;
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| ServerError::Sys("unsharing the mount namespace", e))?;
-    mounts::apply(&mounts::plan(policy, &HostFacts::probe())).map_err(|e| ServerError::Root(Box::new(e)))?;
+    // The server moves each sandbox's init into its cgroup itself.
+    let mut root = policy.clone();
+    root.rw_binds.push(Bind { source: CGROUP_ROOT.into(), target: CGROUP_ROOT.into() });
+    mounts::apply(&mounts::plan(&root, &HostFacts::probe())).map_err(|e| ServerError::Root(Box::new(e)))?;
     Ok(HostMountNamespace(host))
 }
 
@@ -80,10 +88,13 @@ pub fn serve(host: HostMountNamespace, payload: &dyn InProcess) -> ! {
 
 struct Server<'a> {
     host: HostMountNamespace,
+    /// The server's own pid namespace: `pid_for_children` is reset to it after each fork into a new one.
+    own_pids: OwnedFd,
+    cgroups: Box<dyn CgroupDriver>,
     payload: &'a dyn InProcess,
     children: SignalFd,
-    /// Helper pid -> sandbox name.
-    helpers: HashMap<Pid, String>,
+    /// Host pid of each sandbox's init -> sandbox name.
+    sandboxes: HashMap<Pid, String>,
     pending: Vec<u8>,
     pid: Pid,
 }
@@ -95,8 +106,11 @@ impl<'a> Server<'a> {
         mask.thread_block().map_err(|e| ServerError::Sys("blocking SIGCHLD", e))?;
         let children = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
             .map_err(|e| ServerError::Sys("creating the SIGCHLD signalfd", e))?;
+        let own_pids = open("/proc/self/ns/pid", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| ServerError::Sys("opening the server's pid namespace", e))?;
         let pid = nix::unistd::getpid();
-        Ok(Self { host, payload, children, helpers: HashMap::new(), pending: Vec::new(), pid })
+        let cgroups = crate::cgroups::detect();
+        Ok(Self { host, own_pids, cgroups, payload, children, sandboxes: HashMap::new(), pending: Vec::new(), pid })
     }
 
     fn run(&mut self) -> Result<(), ServerError> {
@@ -151,37 +165,74 @@ impl<'a> Server<'a> {
         if let Err(error) = request.policy.validate() {
             return emit(&Event::Refused { reason: format!("{}: {error}", request.policy.name) });
         }
-        if self.helpers.values().any(|name| *name == request.policy.name) {
+        if self.sandboxes.values().any(|name| *name == request.policy.name) {
             return emit(&Event::Refused { reason: format!("{}: already running", request.policy.name) });
         }
-        self.payload.before_fork();
-        let forked = sys::fork();
-        if let Ok(ForkResult::Child) = forked {
-            sys::exit_now(sandbox_helper(&self.host, self.pid, &request, self.payload));
-        }
-        self.payload.after_fork_parent();
-        match forked {
-            Ok(ForkResult::Parent { child }) => {
-                self.helpers.insert(child, request.policy.name);
+        let name = request.policy.name.clone();
+        match self.fork_init(&request) {
+            Ok((init, go)) => {
+                self.sandboxes.insert(init, name);
+                self.join_cgroup(init, &request.policy, go);
                 Ok(())
             }
-            Ok(ForkResult::Child) => unreachable!("the child exited above"),
-            Err(errno) => {
-                report(&SetupError::Fork("the sandbox helper", errno));
-                emit(&Event::Exited { name: request.policy.name, code: SETUP_FAILED })
+            Err(error) => {
+                report(&error);
+                emit(&Event::Exited { name, code: SETUP_FAILED })
             }
         }
     }
 
-    /// Reaps every helper that has ended and reports it.
+    /// Forks the sandbox's init as pid 1 of a new pid namespace; it waits for [`Server::join_cgroup`].
+    fn fork_init(&mut self, request: &Request) -> Result<(Pid, OwnedFd), SetupError> {
+        let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(SetupError::Pipe)?;
+        let flag = CloneFlags::CLONE_NEWPID;
+        unshare(flag).map_err(|e| SetupError::Unshare(flag, e))?;
+        self.payload.before_fork();
+        let forked = sys::fork();
+        if let Ok(ForkResult::Child) = forked {
+            drop(go_w);
+            sys::exit_now(sandbox_init(&self.host, request, self.payload, go_r));
+        }
+        self.payload.after_fork_parent();
+        // Only the one child goes into that namespace; the next gets one of its own.
+        if let Err(errno) = setns(self.own_pids.as_fd(), flag) {
+            report(&SetupError::Unshare(flag, errno));
+            sys::exit_now(1);
+        }
+        drop(go_r);
+        match forked {
+            Ok(ForkResult::Parent { child }) => Ok((child, go_w)),
+            Ok(ForkResult::Child) => unreachable!("the child exited above"),
+            Err(errno) => Err(SetupError::Fork("the sandbox's init", errno)),
+        }
+    }
+
+    /// Puts `init` in its sandbox's cgroup (done here, while init builds its root: the first move into a cgroup
+    /// can wait a whole RCU grace period), then lets it start the payload; on failure tells it to give up.
+    fn join_cgroup(&self, init: Pid, policy: &Policy, go_w: OwnedFd) {
+        let cgroup = self.cgroups.open(&policy.cgroup_parent, &policy.name);
+        let pid = init.as_raw().to_string();
+        let mut go = (init.as_raw() as u32).to_le_bytes();
+        for path in cgroup.procs_files() {
+            if let Err(source) = std::fs::write(&path, &pid) {
+                report(&SetupError::JoinCgroup { path, source });
+                go = [0; 4];
+                break;
+            }
+        }
+        // EPIPE: init already died; its exit is reported when it is reaped.
+        let _ = nix::unistd::write(&go_w, &go);
+    }
+
+    /// Reaps every sandbox init that has ended and reports it.
     fn reap(&mut self) -> Result<(), ServerError> {
         loop {
             match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
                 Err(Errno::EINTR) => continue,
-                Err(e) => return Err(ServerError::Sys("reaping helpers", e)),
+                Err(e) => return Err(ServerError::Sys("reaping sandboxes", e)),
                 Ok(status) => {
-                    let Some(name) = status.pid().and_then(|pid| self.helpers.remove(&pid)) else { continue };
+                    let Some(name) = status.pid().and_then(|pid| self.sandboxes.remove(&pid)) else { continue };
                     emit(&Event::Exited { name, code: encode(status) })?;
                 }
             }
@@ -202,25 +253,30 @@ fn write_line(line: &str) -> io::Result<()> {
     }
 }
 
-/// The forked child: what the helper process does for [`crate::spawn`], after going back to the host's mount
-/// namespace. Returns its exit code.
-fn sandbox_helper(host: &HostMountNamespace, server: Pid, request: &Request, payload: &dyn InProcess) -> i32 {
+/// The forked child, pid 1 of its new pid namespace: back in the host's mount namespace, it does what the exec
+/// helper and init do for [`crate::spawn`], except that the server puts it in its cgroup. Returns its exit code.
+fn sandbox_init(host: &HostMountNamespace, request: &Request, payload: &dyn InProcess, go: OwnedFd) -> i32 {
     let result = (|| {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SetupError::Pdeathsig)?;
-        if nix::unistd::getppid() != server {
-            return Err(SetupError::ParentGone);
-        }
         SigSet::empty().thread_set_mask().map_err(SetupError::Signals)?;
         setns(host.0.as_fd(), CloneFlags::CLONE_NEWNS).map_err(|e| SetupError::Unshare(CloneFlags::CLONE_NEWNS, e))?;
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
         let log = open(&request.stderr, flags, Mode::from_bits_truncate(0o600))
             .map_err(|e| SetupError::Stdio("stderr to the sandbox's log file", e))?;
         nix::unistd::dup2_stderr(log).map_err(|e| SetupError::Stdio("stderr to the sandbox's log file", e))?;
+        // init turns stdout into stderr; the event stream is kept on a descriptor of its own.
+        let events = io::stdout().as_fd().try_clone_to_owned().map_err(|e| {
+            SetupError::Stdio("keeping the event stream", Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+        })?;
+        for flag in NAMESPACES.iter().filter(|f| !matches!(**f, CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWPID))
+        {
+            unshare(*flag).map_err(|e| SetupError::Unshare(*flag, e))?;
+        }
         let policy = &request.policy;
+        let steps = mounts::plan(policy, &HostFacts::probe());
         let run = |policy: &Policy| payload.run(policy);
-        helper::launch(policy, Payload::InProcess(&run), |init| {
-            write_line(&Event::Started { name: policy.name.clone(), init: init.as_raw() as u32 }.line())
-        })
+        let starter = init::Starter::ForkServer { go, events, name: policy.name.clone() };
+        Ok::<_, SetupError>(init::run(policy, &steps, Payload::InProcess(&run), starter))
     })();
     match result {
         Ok(code) => code,

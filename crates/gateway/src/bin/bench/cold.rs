@@ -44,40 +44,42 @@ pub(crate) async fn run_cold(env: &KernelEnv, p: &Params, report: &mut Report) -
     let floor_conc: Vec<f64> =
         futures_util::future::join_all((0..p.cold_conc).map(|_| bare_cold(env))).await.into_iter().flatten().collect();
 
-    eprintln!("bench: cold starts, server with --warm-sandboxes 0");
-    let server = Server::start(env, 0, p.cold_seq + p.cold_conc + 2)?;
-    let mut http_seq = Vec::new();
-    let mut users = Vec::new();
-    for i in 0..p.cold_seq {
-        let session = server.http.session(format!("cold-seq-{i}"));
-        http_seq.extend(http_cold(session.clone()).await);
-        users.push(session);
-    }
-    let conc: Vec<Session> = (0..p.cold_conc).map(|i| server.http.session(format!("cold-conc-{i}"))).collect();
-    let http_conc: Vec<f64> =
-        futures_util::future::join_all(conc.iter().cloned().map(http_cold)).await.into_iter().flatten().collect();
-    users.extend(conc);
-    for session in &users {
-        session.release().await;
-    }
-    drop(server);
-
-    let mut put = |figure: &str, key: &str, n: usize, h: &[f64], f: &[f64]| {
-        report.put(
-            "cold",
-            key,
-            json!({ "n": n, "http": summary_json(h), "floor": summary_json(f), "http_samples": h, "floor_samples": f }),
-        );
-        match (Summary::of(h), Summary::of(f)) {
-            (Some(hs), fs) => {
-                report.ms("cold", &format!("{figure} p50 (n={}/{n})", hs.n), hs.p50, fs.map(|s| s.p50));
-                report.ms("cold", "  p95", hs.p95, fs.map(|s| s.p95));
-            }
-            (None, _) => report.skipped("cold", figure, "every cold request failed (see stderr)"),
+    for launcher in ["zygote", "exec"] {
+        eprintln!("bench: cold starts, server with --warm-sandboxes 0 --launcher {launcher}");
+        let server = Server::start_with(env, 0, p.cold_seq + p.cold_conc + 2, launcher)?;
+        server.ready().await;
+        let mut http_seq = Vec::new();
+        let mut users = Vec::new();
+        for i in 0..p.cold_seq {
+            let session = server.http.session(format!("cold-seq-{i}"));
+            http_seq.extend(http_cold(session.clone()).await);
+            users.push(session);
         }
-    };
-    put("new user, one at a time", "sequential", p.cold_seq, &http_seq, &floor_seq);
-    put(&format!("{} new users at once", p.cold_conc), "concurrent", p.cold_conc, &http_conc, &floor_conc);
+        let conc: Vec<Session> = (0..p.cold_conc).map(|i| server.http.session(format!("cold-conc-{i}"))).collect();
+        let http_conc: Vec<f64> =
+            futures_util::future::join_all(conc.iter().cloned().map(http_cold)).await.into_iter().flatten().collect();
+        users.extend(conc);
+        for session in &users {
+            session.release().await;
+        }
+        drop(server);
+        // The default launcher keeps the plain keys; the exec launcher's figures are for comparison.
+        let (label, prefix) = if launcher == "zygote" { ("", "") } else { (" (exec launcher)", "exec_") };
+        let mut put = |figure: &str, key: &str, n: usize, h: &[f64], f: &[f64]| {
+            let value = json!({ "n": n, "http": summary_json(h), "floor": summary_json(f), "http_samples": h,
+                "floor_samples": f, "launcher": launcher });
+            report.put("cold", &format!("{prefix}{key}"), value);
+            match (Summary::of(h), Summary::of(f)) {
+                (Some(hs), fs) => {
+                    report.ms("cold", &format!("{figure}{label} p50 (n={}/{n})", hs.n), hs.p50, fs.map(|s| s.p50));
+                    report.ms("cold", "  p95", hs.p95, fs.map(|s| s.p95));
+                }
+                (None, _) => report.skipped("cold", figure, "every cold request failed (see stderr)"),
+            }
+        };
+        put("new user, one at a time", "sequential", p.cold_seq, &http_seq, &floor_seq);
+        put(&format!("{} new users at once", p.cold_conc), "concurrent", p.cold_conc, &http_conc, &floor_conc);
+    }
     Ok(())
 }
 
@@ -103,12 +105,38 @@ pub(crate) async fn run_memory(env: &KernelEnv, p: &Params, report: &mut Report)
     }
     drop(kernels);
 
-    eprintln!("bench: memory, server with --warm-sandboxes 0");
-    let max = p.memory_points.iter().copied().max().unwrap_or(0);
-    let server = Server::start(env, 0, max + 2)?;
+    let mut points = Vec::new();
+    for launcher in ["zygote", "exec"] {
+        // The exec launcher only at the first point: enough for the comparison, and it is the slow one.
+        let counts: Vec<usize> = if launcher == "zygote" {
+            p.memory_points.clone()
+        } else {
+            p.memory_points.iter().copied().take(1).collect()
+        };
+        points.extend(memory_points(env, launcher, &counts, &floor, report).await?);
+    }
+    report.put("memory", "points", serde_json::Value::Array(points));
+    Ok(())
+}
+
+/// Sessions of one launcher's server at each count: PSS per session (its cgroup's processes), the zygote's PSS,
+/// the gateway's RSS.
+async fn memory_points(
+    env: &KernelEnv,
+    launcher: &str,
+    counts: &[usize],
+    floor: &[(usize, Vec<f64>)],
+    report: &mut Report,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    eprintln!("bench: memory, server with --warm-sandboxes 0 --launcher {launcher}");
+    let settle = Duration::from_secs(2);
+    let max = counts.iter().copied().max().unwrap_or(0);
+    let server = Server::start_with(env, 0, max + 2, launcher)?;
+    server.ready().await;
+    let label = if launcher == "zygote" { String::new() } else { format!(" ({launcher} launcher)") };
     let mut sessions: Vec<Session> = Vec::new();
     let mut points = Vec::new();
-    for (&n, (_, floor_pss)) in p.memory_points.iter().zip(&floor) {
+    for (&n, (_, floor_pss)) in counts.iter().zip(floor) {
         let start = sessions.len();
         let created = batched(n.saturating_sub(start), 4, |i| {
             let session = server.http.session(format!("mem-{}", start + i));
@@ -125,19 +153,28 @@ pub(crate) async fn run_memory(env: &KernelEnv, p: &Params, report: &mut Report)
         server.http.wait_status(Duration::from_secs(30), |s| s["total_workers"].as_u64() == Some(alive as u64)).await;
         tokio::time::sleep(settle).await;
         let pss = server.sandbox_pss_mib();
+        let zygote = server.zygote_pss_mib();
         let rss = server.rss_mib();
-        let figure = format!("PSS per idle session, {n} alive (mean)");
+        let figure = format!("PSS per idle session, {n} alive (mean){label}");
         match mean(&pss) {
             Some(m) if alive == n => report.ratio("memory", &figure, m, mean(floor_pss), "MiB"),
             Some(_) => report.skipped("memory", &figure, &format!("only {alive} of {n} sessions could be created")),
             None => report.skipped("memory", &figure, "no sandbox cgroup with processes found"),
         }
+        if let Some(zygote) = zygote {
+            report.ratio("memory", "  zygote PSS (its share of the shared pages)", zygote, None, "MiB");
+            if let (Some(m), true) = (mean(&pss), alive > 0) {
+                let all_in = m + zygote / alive as f64;
+                report.ratio("memory", "  per session, zygote included", all_in, mean(floor_pss), "MiB");
+            }
+        }
         if let Some(rss) = rss {
             report.ratio("memory", &format!("  gateway RSS, {alive} sessions"), rss, None, "MiB");
         }
         points.push(json!({
-            "sessions": n, "alive": alive, "sandboxes_measured": pss.len(),
+            "launcher": launcher, "sessions": n, "alive": alive, "sandboxes_measured": pss.len(),
             "pss_mib_mean": mean(&pss), "pss_mib_total": pss.iter().sum::<f64>(), "pss_mib_each": pss,
+            "zygote_pss_mib": zygote,
             "floor_kernels": floor_pss.len(), "floor_pss_mib_mean": mean(floor_pss), "floor_pss_mib_each": floor_pss,
             "gateway_rss_mib": rss,
         }));
@@ -146,6 +183,5 @@ pub(crate) async fn run_memory(env: &KernelEnv, p: &Params, report: &mut Report)
         session.release().await;
     }
     drop(server);
-    report.put("memory", "points", serde_json::Value::Array(points));
-    Ok(())
+    Ok(points)
 }

@@ -12,9 +12,11 @@
 //!
 //! Sections: `latency` (p50/p95/p99/mean of `x += 1; print(x)`), `throughput` (closed loops of 1, 8, 32 (+128)
 //! users; 8 requests queued on one session), `cold` (new user without a warm sandbox, one at a time and 20 at
-//! once; warm acquisition), `memory` (PSS per idle session, gateway RSS), `load` (the original's load test).
+//! once; warm acquisition; both launchers), `memory` (PSS per idle session, the zygote's, gateway RSS), `load`
+//! (the original's load test), `ceiling` (live sessions held at once: 40 in quick mode, 600 in full mode).
 //! Starts the `code-interpreter` binary next to this one, as root (it builds sandboxes). No timing assertions.
 
+mod ceiling;
 mod cold;
 mod hot;
 mod load;
@@ -33,14 +35,14 @@ use crate::report::Report;
 
 /// The project's benchmark: the real server over HTTP against its floor (direct client, bare kernel).
 #[derive(Debug, Parser)]
-#[command(after_help = "Sections: latency, throughput, cold, memory, load. Output: a table on stdout, \
+#[command(after_help = "Sections: latency, throughput, cold, memory, load, ceiling. Output: a table on stdout, \
     <out>/bench.json with every number and sample, <out>/{latency,throughput,cold}.png.")]
 struct Args {
     /// Small N, every section (meant to finish in about 2 minutes on 2 cores).
     #[arg(long)]
     quick: bool,
     /// Run only these sections (comma-separated).
-    #[arg(long, value_delimiter = ',', value_parser = ["latency", "throughput", "cold", "memory", "load"])]
+    #[arg(long, value_delimiter = ',', value_parser = ["latency", "throughput", "cold", "memory", "load", "ceiling"])]
     only: Vec<String>,
     /// Output directory for bench.json and the charts.
     #[arg(long, default_value = "target/bench")]
@@ -60,6 +62,7 @@ pub(crate) struct Sections {
     pub(crate) cold: bool,
     pub(crate) memory: bool,
     pub(crate) load: bool,
+    pub(crate) ceiling: bool,
 }
 
 /// Sizes of the run.
@@ -75,6 +78,8 @@ pub(crate) struct Params {
     pub(crate) memory_points: Vec<usize>,
     pub(crate) load_users: usize,
     pub(crate) load_requests: usize,
+    /// Sessions the ceiling section tries to hold at once.
+    pub(crate) ceiling_target: usize,
     /// How long starting many kernels (bare or warm sandboxes) may take before the rest is reported skipped.
     pub(crate) start_deadline: Duration,
 }
@@ -94,6 +99,7 @@ impl Params {
                 memory_points: vec![10],
                 load_users: 5,
                 load_requests: 10,
+                ceiling_target: 40,
                 start_deadline: Duration::from_secs(120),
             }
         } else {
@@ -109,6 +115,7 @@ impl Params {
                 memory_points: vec![10, 100],
                 load_users: 30,
                 load_requests: 100,
+                ceiling_target: 600,
                 start_deadline: Duration::from_secs(600),
             }
         }
@@ -120,6 +127,7 @@ impl Params {
             "throughput_secs": self.tp_duration.as_secs_f64(), "queue_depth": self.queue_depth,
             "cold_sequential": self.cold_seq, "cold_concurrent": self.cold_conc, "warm_samples": self.warm_samples,
             "memory_points": self.memory_points, "load_users": self.load_users, "load_requests": self.load_requests,
+            "ceiling_target": self.ceiling_target,
             "start_deadline_secs": self.start_deadline.as_secs_f64(),
         })
     }
@@ -135,6 +143,7 @@ fn main() -> anyhow::Result<()> {
         cold: on("cold"),
         memory: on("memory"),
         load: on("load"),
+        ceiling: on("ceiling"),
     };
     let params = Params::new(args.quick);
     let runtime = tokio::runtime::Runtime::new()?;
@@ -162,6 +171,9 @@ async fn run(args: &Args, sel: &Sections, p: &Params) -> anyhow::Result<()> {
     }
     if sel.load {
         load::run(&env, p, &mut report).await?;
+    }
+    if sel.ceiling {
+        ceiling::run(&env, p, &mut report).await?;
     }
     let secs = started.elapsed().as_secs_f64();
     report.put("run", "secs", json!(secs));

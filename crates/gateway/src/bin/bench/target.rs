@@ -122,8 +122,14 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts `code-interpreter` (next to this binary) with `warm` warm sandboxes and at most `max`.
+    /// Starts `code-interpreter` (next to this binary) with `warm` warm sandboxes, at most `max`, and the
+    /// default launcher (the zygote).
     pub(crate) fn start(env: &KernelEnv, warm: usize, max: usize) -> anyhow::Result<Server> {
+        Server::start_with(env, warm, max, "zygote")
+    }
+
+    /// [`Server::start`] with `launcher` (`zygote` or `exec`).
+    pub(crate) fn start_with(env: &KernelEnv, warm: usize, max: usize, launcher: &str) -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?.with_file_name("code-interpreter");
         if !exe.is_file() {
             bail!("{} not found: build it with `cargo build --release -p gateway`", exe.display());
@@ -138,6 +144,8 @@ impl Server {
             &warm,
             "--max-sandboxes",
             &max,
+            "--launcher",
+            launcher,
         ];
         let process = ServerProcess::start(&exe, data.path(), &token, &flags, &[("RUST_LOG", "gateway=warn")])?;
         let client =
@@ -147,11 +155,30 @@ impl Server {
         Ok(Server { process, http, cgroup_parent, _data: data })
     }
 
+    /// Waits until the server answers `/status` (its launcher is up: the zygote has preloaded), so that start-up
+    /// is not counted in the first measurement.
+    pub(crate) async fn ready(&self) {
+        self.http.wait_status(Duration::from_secs(120), |_| true).await;
+    }
+
     /// Resident memory of the gateway process, MiB.
     pub(crate) fn rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()?)).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
+    }
+
+    /// PSS of the server's zygote (a child whose command line says `__zygote`), MiB; `None` without one.
+    pub(crate) fn zygote_pss_mib(&self) -> Option<f64> {
+        let server = self.process.pid()?;
+        let zygote = std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: u32 = stat.rsplit(") ").next()?.split_whitespace().nth(1)?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (ppid == server && cmdline.split(|b| *b == 0).nth(1) == Some(b"__zygote".as_slice())).then_some(pid)
+        })?;
+        pss_mib(zygote)
     }
 
     /// PSS of each sandbox (sum over the processes of its cgroup), MiB.
@@ -185,6 +212,13 @@ fn collect_pids(dir: &Path, pids: &mut Vec<u32>) {
             collect_pids(&entry.path(), pids);
         }
     }
+}
+
+/// The host's `MemAvailable`, MiB.
+pub(crate) fn mem_available_mib() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
 }
 
 /// `Pss:` of `/proc/<pid>/smaps_rollup`, MiB.
