@@ -48,6 +48,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn serve(config: Config, stop_on_stdin_eof: bool) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let served = runtime.block_on(async {
         std::fs::create_dir_all(&config.data_dir)
@@ -77,6 +78,21 @@ fn serve(config: Config, stop_on_stdin_eof: bool) -> anyhow::Result<()> {
     // A blocking read of stdin may still be pending; every sandbox is gone by now, so do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     served
+}
+
+/// Raises the soft limit on open files to the hard one: each session holds a few sockets and pipes, and the
+/// common default of 1024 would cap the service at about 150 sessions. Kernels get their own limit.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(errno) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%errno, soft, hard, "cannot raise the open files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(errno) => tracing::warn!(%errno, "cannot read the open files limit"),
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT, or when standard input closes if asked to watch it.

@@ -160,7 +160,13 @@ pub(crate) struct BuildError(String);
 
 /// Both programs, in the order they are installed.
 pub(crate) fn programs() -> Result<[BpfProgram; 2], BuildError> {
-    Ok([abi_guard(), deny_list()?])
+    // Built once per process: a fork server builds them before forking, so its sandboxes only copy them.
+    static BUILT: std::sync::OnceLock<[BpfProgram; 2]> = std::sync::OnceLock::new();
+    if let Some(built) = BUILT.get() {
+        return Ok(built.clone());
+    }
+    let built = [abi_guard(), deny_list()?];
+    Ok(BUILT.get_or_init(|| built).clone())
 }
 
 /// Installs `programs` on the calling thread (which must have `no_new_privs`): everything it execs keeps them.

@@ -110,6 +110,8 @@ impl<'a> Server<'a> {
             .map_err(|e| ServerError::Sys("opening the server's pid namespace", e))?;
         let pid = nix::unistd::getpid();
         let cgroups = crate::cgroups::detect();
+        // Built here once, so that no sandbox builds them again (an error shows up in each sandbox's start).
+        let _ = crate::seccomp::programs();
         Ok(Self { host, own_pids, cgroups, payload, children, sandboxes: HashMap::new(), pending: Vec::new(), pid })
     }
 
