@@ -128,7 +128,7 @@ pub(crate) async fn discard_cgroup(cgroup: Arc<dyn Cgroup>, error: Error) -> Err
 async fn start(mut helper: Command, policy: &Policy, cgroup: &Arc<dyn Cgroup>) -> Result<Sandbox, Error> {
     helper.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(false);
     let mut child = helper.spawn().map_err(Error::SpawnHelper)?;
-    let stderr = StderrLog::start(child.stderr.take().expect("stderr is piped"), policy.name.clone());
+    let stderr = StderrLog::start(child.stderr.take().expect("stderr is piped"), policy.name.clone(), false);
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let json = serde_json::to_vec(policy).expect("a Policy always serializes");
     let sent = async {
@@ -232,7 +232,9 @@ pub(crate) struct StderrLog {
 }
 
 impl StderrLog {
-    pub(crate) fn start(stderr: impl AsyncRead + Unpin + Send + 'static, name: String) -> Self {
+    /// Starts reading; once collecting stops, lines are logged at debug (a payload's output), or at warn if
+    /// `warn` (a fork server's, which only speaks of problems).
+    pub(crate) fn start(stderr: impl AsyncRead + Unpin + Send + 'static, name: String, warn: bool) -> Self {
         let kept = Arc::new(Mutex::new((true, String::new())));
         let shared = Arc::clone(&kept);
         let task = tokio::spawn(async move {
@@ -254,7 +256,11 @@ impl StderrLog {
                     }
                     kept.1.push_str(line);
                 } else {
-                    tracing::debug!(sandbox = %name, %line, "sandbox output");
+                    if warn {
+                        tracing::warn!(server = %name, %line, "fork server");
+                    } else {
+                        tracing::debug!(sandbox = %name, %line, "sandbox output");
+                    }
                 }
             }
         });

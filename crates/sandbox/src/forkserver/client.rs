@@ -51,7 +51,7 @@ impl ForkServer {
         command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
         command.stderr(std::process::Stdio::piped()).kill_on_drop(true);
         let mut child = command.spawn().map_err(Error::SpawnHelper)?;
-        let stderr = StderrLog::start(child.stderr.take().expect("stderr is piped"), "fork-server".into());
+        let stderr = StderrLog::start(child.stderr.take().expect("stderr is piped"), "fork-server".into(), true);
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let mut line = String::new();
         let serving = match tokio::time::timeout(timeout, stdout.read_line(&mut line)).await {
