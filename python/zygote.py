@@ -17,12 +17,7 @@ import sys
 
 # What every kernel imports while starting, and what users import first. Not matplotlib_inline's backend: it
 # hooks into the shell when imported, which must happen in the kernel (at its first plot, as without a zygote).
-PRELOAD = (
-    "numpy",
-    "pandas",
-    "matplotlib",
-    "matplotlib.pyplot",
-    "matplotlib.backends.backend_agg",
+KERNEL_PRELOAD = (
     "IPython",
     "IPython.core.interactiveshell",
     "ipykernel.kernelapp",
@@ -32,7 +27,11 @@ PRELOAD = (
     "ipykernel.comm",
     "ipykernel.debugger",
     "jupyter_client.session",
-    # What the kernel's start imports after these (debugpy and pydevd come with ipykernel.debugger).
+)
+# What the kernel's start imports after these (debugpy and pydevd come with ipykernel.debugger), and what users
+# import first. Not matplotlib_inline's backend: it hooks into the shell when imported, which must happen in the
+# kernel (at its first plot, as without a zygote).
+PRELOAD = (
     "IPython.core.completerlib",
     "IPython.core.debugger",
     "IPython.core.logger",
@@ -50,6 +49,11 @@ PRELOAD = (
     "mimetypes",
     "http.server",
     "xmlrpc.server",
+    "numpy",
+    "pandas",
+    "matplotlib",
+    "matplotlib.pyplot",
+    "matplotlib.backends.backend_agg",
 )
 
 
@@ -67,6 +71,11 @@ def preload(config_bytes):
         for cached in glob.glob(os.path.join(config["font_cache"], "fontlist-*.json")):
             shutil.copy(cached, mpl_dir)
     before = dict(os.environ)
+    for name in KERNEL_PRELOAD:
+        importlib.import_module(name)
+    # The kernel's own modules, as IPythonKernel lists them for its debugger (see `initialize`): those a kernel
+    # has when it starts, not the libraries preloaded for its users.
+    _kernel_modules.extend(m.__file__ for m in sys.modules.copy().values() if getattr(m, "__file__", None))
     for name in PRELOAD:
         importlib.import_module(name)
     prepare_app(config["kernel_args"])
@@ -77,6 +86,8 @@ def preload(config_bytes):
     gc.freeze()
 
 
+# Files of the kernel's own modules (see `preload`).
+_kernel_modules = []
 # Environment variables the preloaded modules set when imported.
 _set_by_imports = {}
 # The kernel application, configured from the kernels' command line before the fork; and that command line.
@@ -105,10 +116,33 @@ def initialize(app, args):
     app.profile_dir.check_dirs()
     done = BaseIPythonApplication.initialize
     BaseIPythonApplication.initialize = lambda self, argv=None: None
+    # IPythonKernel.__init__ lists the files of every imported module (`sys.modules.copy()`), ~1300 of them here:
+    # walking them costs milliseconds and copies every page it touches. Its module sees a `sys` whose
+    # `modules.copy()` is empty; the list made in the zygote is put in its place afterwards.
+    from ipykernel import ipkernel
+
+    ipkernel.sys = _SysWithoutModules()
     try:
         app.initialize(args)
     finally:
         BaseIPythonApplication.initialize = done
+        ipkernel.sys = sys
+    app.kernel._kernel_modules = _kernel_modules
+    if getattr(app.kernel, "debugger", None) is not None:
+        app.kernel.debugger.kernel_modules = _kernel_modules
+
+
+class _SysWithoutModules:
+    """`sys`, except that `modules.copy()` is empty (for ipykernel.ipkernel during the kernel's creation)."""
+
+    class _NoModules:
+        def copy(self):
+            return {}
+
+    modules = _NoModules()
+
+    def __getattr__(self, name):
+        return getattr(sys, name)
 
 
 def start(request_bytes):

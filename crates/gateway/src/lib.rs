@@ -61,6 +61,12 @@ pub async fn run(
         code_limit_bytes: (config.code_limit_kib as usize) * 1024,
     };
     let app = api::router(state);
+    // Answers are small and latency is the point: no Nagle delay on any connection.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "TCP_NODELAY");
+        }
+    });
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     tracing::info!("stopped accepting requests; destroying sandboxes");
     pool.shutdown().await;

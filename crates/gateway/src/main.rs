@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     }
     // The zygote: likewise a fresh single-threaded process, which must stay single-threaded to fork.
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "__zygote") {
-        zygote::main(&std::env::args().nth(2).unwrap_or_default());
+        zygote::main();
     }
     let cli = Cli::parse();
     telemetry::init();

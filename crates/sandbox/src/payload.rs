@@ -126,6 +126,10 @@ pub(crate) fn run_in_process(
     for (key, value) in &policy.env {
         std::env::set_var(key, value);
     }
+    // And the command line: the server's would tell the payload where the host keeps this binary.
+    if let Err(errno) = sys::set_cmdline(&policy.argv) {
+        warn(&format!("cannot set the payload's command line: {errno}"));
+    }
     if let Err(failure) = raise_walls(policy, filters, mask) {
         fail(failure, &report);
     }

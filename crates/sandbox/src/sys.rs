@@ -1,4 +1,5 @@
-//! The crate's only `unsafe`: raw syscalls nix does not wrap (fork, capabilities, interface flags, pidfds, _exit).
+//! The crate's only `unsafe`: raw syscalls nix does not wrap (fork, capabilities, interface flags, pidfds, _exit,
+//! the argument area).
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -133,5 +134,77 @@ fn close_range(first: libc::c_uint, last: libc::c_uint) -> nix::Result<()> {
     // SAFETY: close_range closes descriptors in [first, last]; the callers own none of them any more (the process
     // is a fresh fork about to become the payload), so no live Rust object is left with a closed fd it still uses.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+    Errno::result(rc).map(drop)
+}
+
+/// `struct prctl_mm_map` of `<linux/prctl.h>`.
+#[repr(C)]
+struct MmMap {
+    start_code: u64,
+    end_code: u64,
+    start_data: u64,
+    end_data: u64,
+    start_brk: u64,
+    brk: u64,
+    start_stack: u64,
+    arg_start: u64,
+    arg_end: u64,
+    env_start: u64,
+    env_end: u64,
+    auxv: u64,
+    auxv_size: u32,
+    exe_fd: u32,
+}
+
+/// Makes `/proc/self/cmdline` show `argv`, as an exec of it would have: points the kernel's record of the
+/// argument area at a buffer that lives as long as the process (`PR_SET_MM_MAP`, which unlike the single-field
+/// `PR_SET_MM` calls needs no `CAP_SYS_RESOURCE`; every other field is passed back unchanged).
+pub(crate) fn set_cmdline(argv: &[String]) -> nix::Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|_| Errno::EIO)?;
+    // Fields after the command name, which is in parentheses and may hold spaces; field n is at index n - 3.
+    let fields: Vec<u64> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let field = |n: usize| fields.get(n - 3).copied().ok_or(Errno::EIO);
+    let mut area = Vec::new();
+    for arg in argv {
+        area.extend_from_slice(arg.as_bytes());
+        area.push(0);
+    }
+    let area: &'static [u8] = Box::leak(area.into_boxed_slice());
+    // SAFETY: sbrk(0) only returns the current program break.
+    let brk = unsafe { libc::sbrk(0) } as u64;
+    let map = MmMap {
+        start_code: field(26)?,
+        end_code: field(27)?,
+        start_data: field(45)?,
+        end_data: field(46)?,
+        start_brk: field(47)?,
+        brk,
+        start_stack: field(28)?,
+        arg_start: area.as_ptr() as u64,
+        arg_end: area.as_ptr() as u64 + area.len() as u64,
+        env_start: field(50)?,
+        env_end: field(51)?,
+        auxv: 0,
+        auxv_size: 0,
+        exe_fd: u32::MAX,
+    };
+    let size = std::mem::size_of::<MmMap>() as libc::c_ulong;
+    // SAFETY: the kernel reads `size` bytes of `map`, valid for the call; it records the addresses, of which the
+    // argument area is a leaked buffer that is never freed; auxv_size 0 and exe_fd -1 leave those unchanged.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_MM,
+            libc::PR_SET_MM_MAP as libc::c_ulong,
+            &map as *const MmMap,
+            size,
+            0 as libc::c_ulong,
+        )
+    };
     Errno::result(rc).map(drop)
 }

@@ -19,7 +19,7 @@ async fn server() -> (ForkServer, tempfile::TempDir) {
         .unwrap();
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_forkserver-test"));
     command.arg(serde_json::to_string(&root).unwrap());
-    let server = ForkServer::start(command, Duration::from_secs(30)).await.expect("the fork server starts");
+    let server = ForkServer::start(command, b"", Duration::from_secs(30)).await.expect("the fork server starts");
     (server, dir)
 }
 
@@ -47,6 +47,7 @@ async fn in_process_payload_gets_the_same_walls() {
     }
     assert_eq!(field(&out, "NoNewPrivs:"), "1");
     assert_eq!(field(&out, "pid="), "2");
+    assert_eq!(field(&out, "cmdline="), "/payload facts", "the policy's argv, not the server's");
     assert_eq!(field(&out, "host="), fx.name);
     assert_eq!(field(&out, "cwd="), "/sandbox");
     assert_eq!(field(&out, "env="), "HOME=/sandbox,LANG=C.UTF-8,PATH=/usr/bin:/bin");

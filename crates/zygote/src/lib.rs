@@ -1,4 +1,4 @@
-//! The zygote (`code-interpreter __zygote CONFIG`): a [`sandbox::forkserver`] whose payload is one pre-loaded
+//! The zygote (`code-interpreter __zygote`, its config the first line of stdin): a [`sandbox::forkserver`] whose payload is one pre-loaded
 //! CPython. It enters a root of its own that shows the kernel env where sandboxes see it, loads the env's
 //! libpython, imports what every kernel needs (`python/zygote.py`), freezes the heap for copy-on-write, and forks:
 //! each child raises the sandbox's walls (the same Rust code as the exec launcher) and becomes an ipykernel.
@@ -20,7 +20,7 @@ pub use python::{Python, PythonError};
 /// The Python side: `preload(config)` once in the zygote, `start(request)` in each sandbox.
 const ZYGOTE_PY: &str = include_str!("../../../python/zygote.py");
 
-/// What the gateway passes to `__zygote` (as one JSON argument).
+/// What the gateway passes to `__zygote`: one JSON line on its stdin, before the fork server's requests.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     /// The zygote's own root (only its mounts are used): the kernel env, the base interpreter and `/usr` at the
@@ -43,6 +43,10 @@ enum Error {
     Pdeathsig(#[source] nix::Error),
     #[error("parsing the zygote config")]
     Config(#[source] serde_json::Error),
+    #[error("stdin closed before the config line")]
+    NoConfig,
+    #[error("reading the config line")]
+    ReadConfig(#[source] nix::Error),
     #[error("entering the zygote's root")]
     Root(#[source] ServerError),
     #[error("starting Python")]
@@ -52,8 +56,8 @@ enum Error {
 }
 
 /// Entry point of `__zygote`; never returns. On a start-up failure, explains it on stderr and exits 1.
-pub fn main(config: &str) -> ! {
-    let Err(error) = run(config);
+pub fn main() -> ! {
+    let Err(error) = run();
     let mut line = format!("zygote: {error}");
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
@@ -64,12 +68,12 @@ pub fn main(config: &str) -> ! {
     std::process::exit(1)
 }
 
-fn run(config: &str) -> Result<std::convert::Infallible, Error> {
+fn run() -> Result<std::convert::Infallible, Error> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Error::Pdeathsig)?;
     if nix::unistd::getppid().as_raw() == 1 {
         return Err(Error::ParentGone);
     }
-    let config: Config = serde_json::from_str(config).map_err(Error::Config)?;
+    let config: Config = serde_json::from_slice(&read_config_line()?).map_err(Error::Config)?;
     let host = forkserver::enter_root(&config.root).map_err(Error::Root)?;
     let python = Python::load(&config.libpython).map_err(Error::Python)?;
     python.initialize(&config.program).map_err(Error::Python)?;
@@ -81,6 +85,21 @@ fn run(config: &str) -> Result<std::convert::Infallible, Error> {
         return Err(Error::Threads(threads));
     }
     forkserver::serve(host, &Kernel { python })
+}
+
+/// The first line of stdin, read a byte at a time: what follows belongs to the fork server.
+fn read_config_line() -> Result<Vec<u8>, Error> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(std::io::stdin(), &mut byte) {
+            Ok(0) => return Err(Error::NoConfig),
+            Ok(_) if byte[0] == b'\n' => return Ok(line),
+            Ok(_) => line.push(byte[0]),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => return Err(Error::ReadConfig(errno)),
+        }
+    }
 }
 
 /// Python code calling `function` with `argument` as a `bytes` object (hex-encoded: no quoting to get wrong).

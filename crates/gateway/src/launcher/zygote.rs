@@ -26,7 +26,7 @@ pub struct ZygoteLauncher {
     sessions_dir: PathBuf,
     policy: KernelPolicy,
     start_timeout: Duration,
-    /// The `__zygote` argument.
+    /// The zygote's configuration, the first line of its stdin.
     zygote_config: String,
     server: tokio::sync::Mutex<Arc<ForkServer>>,
 }
@@ -108,9 +108,11 @@ impl Launcher for ZygoteLauncher {
 async fn spawn_zygote(exe: &Path, config: &str, policy: &KernelPolicy) -> Result<ForkServer, LaunchError> {
     let mut command = tokio::process::Command::new(exe);
     // The kernels' environment from the start: what modules read at import time must match what they will see.
-    command.arg("__zygote").arg(config).env_clear().envs(policy.kernel_vars()).process_group(0);
+    command.arg("__zygote").env_clear().envs(policy.kernel_vars()).process_group(0);
     let started = std::time::Instant::now();
-    let server = ForkServer::start(command, ZYGOTE_START_TIMEOUT).await.map_err(LaunchError::Sandbox)?;
+    let preamble = format!("{config}\n");
+    let server =
+        ForkServer::start(command, preamble.as_bytes(), ZYGOTE_START_TIMEOUT).await.map_err(LaunchError::Sandbox)?;
     tracing::info!(pid = server.pid(), ms = started.elapsed().as_millis() as u64, "zygote ready");
     Ok(server)
 }

@@ -11,7 +11,9 @@ const SELF_PORTRAIT: &str = "import os, sys, json\n\
     'executable': sys.executable, 'path': sys.path, 'argv': sys.argv[1:], 'cwd': os.getcwd(), \
     'pid': os.getpid(), 'ppid': os.getppid(), 'umask': os.umask(0o22), 'flags': str(sys.flags), \
     'main': sorted(k for k in globals() if not k.startswith('_')), 'mpl': __import__('matplotlib').get_backend(), \
-    'user_main': sys.modules['__main__'].__dict__ is globals(), 'home': sorted((os.path.relpath(d, '/sandbox'), \
+    'user_main': sys.modules['__main__'].__dict__ is globals(), 'cmdline': open('/proc/self/cmdline').read(), \
+    'kernel_modules': [any(p in f for f in get_ipython().kernel._kernel_modules) for p in ('/ipykernel/', '/numpy/')], \
+    'debugger_modules': get_ipython().kernel.debugger.kernel_modules is get_ipython().kernel._kernel_modules, 'home': sorted((os.path.relpath(d, '/sandbox'), \
     oct(os.stat(d).st_mode), sorted(f)) for d, _, f in os.walk('/sandbox'))}, sort_keys=True))";
 
 #[tokio::test]

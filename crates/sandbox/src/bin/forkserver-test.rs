@@ -48,6 +48,8 @@ fn facts(forks: u32, in_fork: bool) -> i32 {
         let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(out, "pid={}", std::process::id());
+    let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    let _ = writeln!(out, "cmdline={}", String::from_utf8_lossy(&cmdline).replace('\0', " ").trim_end());
     let _ = writeln!(out, "host={}", std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim());
     let _ = writeln!(out, "cwd={}", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default());
     let mut env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();

@@ -45,12 +45,16 @@ struct Waiter {
 }
 
 impl ForkServer {
-    /// Starts `command` (a process that calls [`super::enter_root`] and [`super::serve`]) and waits up to
-    /// `timeout` for it to be serving. Call it from an async task (see [`crate::spawn`] on `PR_SET_PDEATHSIG`).
-    pub async fn start(mut command: Command, timeout: Duration) -> Result<ForkServer, Error> {
+    /// Starts `command` (a process that calls [`super::enter_root`] and [`super::serve`]), writes `preamble`
+    /// (its own configuration, if it reads one from stdin first; kept off its command line, which every sandbox
+    /// would see in `/proc/self/cmdline` otherwise) and waits up to `timeout` for it to be serving. Call it from
+    /// an async task (see [`crate::spawn`] on `PR_SET_PDEATHSIG`).
+    pub async fn start(mut command: Command, preamble: &[u8], timeout: Duration) -> Result<ForkServer, Error> {
         command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
         command.stderr(std::process::Stdio::piped()).kill_on_drop(true);
         let mut child = command.spawn().map_err(Error::SpawnHelper)?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin.write_all(preamble).await.map_err(Error::SendPolicy)?;
         let stderr = StderrLog::start(child.stderr.take().expect("stderr is piped"), "fork-server".into(), true);
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let mut line = String::new();
@@ -73,7 +77,7 @@ impl ForkServer {
         stderr.stop_collecting();
         let state = Arc::new(State::default());
         tokio::spawn(route_events(stdout, Arc::clone(&state)));
-        let stdin = tokio::sync::Mutex::new(child.stdin.take().expect("stdin is piped"));
+        let stdin = tokio::sync::Mutex::new(stdin);
         Ok(ForkServer { stdin, state, pid, _child: child })
     }
 
