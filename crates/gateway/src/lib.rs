@@ -53,7 +53,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let launcher = launcher(&config, env).await?;
-    let pool = Pool::start(pool_config(&config), launcher)?;
+    let pool = Pool::start(pool_config(&config), Arc::clone(&launcher))?;
     let state = api::AppState {
         pool: pool.clone(),
         token: token.into(),
@@ -70,6 +70,10 @@ pub async fn run(
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     tracing::info!("stopped accepting requests; destroying sandboxes");
     pool.shutdown().await;
+    // Whatever is left under this service's cgroups (the zygote's spare sandbox) goes too.
+    if let Err(err) = launcher.cleanup_stale() {
+        tracing::warn!(error = %err, "cleaning up after the sandboxes");
+    }
     served.map_err(RunError::Serve)
 }
 

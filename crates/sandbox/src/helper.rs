@@ -77,6 +77,8 @@ pub(crate) enum SetupError {
     Ready(#[source] io::Error),
     #[error("the fork server could not put the sandbox in its cgroup (its log says why)")]
     NotInCgroup,
+    #[error("preparing the sandbox's cgroup")]
+    Cgroup(#[source] crate::cgroups::CgroupError),
 }
 
 /// Entry point of the helper process: never returns. Exit code: the payload's (code, or 128 + signal), or 125 if

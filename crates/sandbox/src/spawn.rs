@@ -116,6 +116,12 @@ pub(crate) fn create_cgroup(policy: &Policy) -> Result<Arc<dyn Cgroup>, Error> {
     Ok(Arc::from(driver.create(&policy.cgroup_parent, &policy.name, &CgroupSetup::from(&policy.limits))?))
 }
 
+/// Validates `policy` and returns a handle on its cgroup, which someone else creates (the fork server).
+pub(crate) fn open_cgroup(policy: &Policy) -> Result<Arc<dyn Cgroup>, Error> {
+    policy.validate()?;
+    Ok(Arc::from(cgroups::detect().open(&policy.cgroup_parent, &policy.name)))
+}
+
 /// Kills whatever is left in the cgroup of a sandbox that failed to start, removes it, and returns `error`
 /// (with the cleanup's failure attached, if any).
 pub(crate) async fn discard_cgroup(cgroup: Arc<dyn Cgroup>, error: Error) -> Error {

@@ -132,3 +132,32 @@ async fn dead_soon(pid: u32) -> bool {
     }
     false
 }
+
+/// After a request, the server keeps one init forked ahead in a cgroup of its own; the next request is given
+/// that init, whose cgroup then takes the sandbox's name (the slow first move into a cgroup happened earlier).
+#[tokio::test]
+async fn the_next_sandbox_gets_the_spare_init() {
+    let (server, _dir) = server().await;
+    let first = Fixture::new("fs-spare1");
+    assert_eq!(run(&server, &first, &["/payload", "exit", "0"]).await.0, Termination::Exited(0));
+    let parent = std::path::Path::new("/sys/fs/cgroup/pids").join(&first.parent);
+    let spares: Vec<_> = std::fs::read_dir(&parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("spare-"))
+        .collect();
+    assert_eq!(spares.len(), 1, "one spare under {}", parent.display());
+    let spare_pid: u32 =
+        std::fs::read_to_string(spares[0].path().join("cgroup.procs")).unwrap().trim().parse().unwrap();
+
+    // Same cgroup parent (the spare is only used for it): the second fixture shares the first's.
+    let mut second = Fixture::new("fs-spare2");
+    second.parent = first.parent.clone();
+    let policy = second.policy(["/payload", "sleep"]).build().unwrap();
+    let sandbox = server.spawn(&policy, &second.dir.path().join("stderr")).await.unwrap();
+    assert_eq!(sandbox.init_pid(), spare_pid, "the spare init became the sandbox's init");
+    let procs = std::fs::read_to_string(parent.join(&second.name).join("cgroup.procs")).unwrap();
+    assert!(procs.lines().any(|p| p.trim() == spare_pid.to_string()), "{procs}");
+    assert!(!spares[0].path().exists(), "the spare's cgroup was renamed");
+    sandbox.kill().await;
+}

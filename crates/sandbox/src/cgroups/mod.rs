@@ -50,6 +50,8 @@ pub trait CgroupDriver: Debug + Send + Sync {
     fn open(&self, parent: &str, name: &str) -> Box<dyn Cgroup>;
     /// Names of the cgroups under `parent` (empty if `parent` does not exist).
     fn list(&self, parent: &str) -> Result<Vec<String>, CgroupError>;
+    /// Renames the cgroup `<parent>/<from>` to `<parent>/<to>` (in every hierarchy), members and limits kept.
+    fn rename(&self, parent: &str, from: &str, to: &str) -> Result<(), CgroupError>;
 }
 
 /// One sandbox's cgroup (in v1: one directory per controller).
@@ -168,6 +170,11 @@ pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 
 pub(crate) fn read(path: &Path) -> Result<String, CgroupError> {
     std::fs::read_to_string(path).map_err(|source| CgroupError::Read { path: path.into(), source })
+}
+
+/// rename(2) of a cgroup directory.
+fn rename_dir(from: &Path, to: &Path) -> Result<(), CgroupError> {
+    std::fs::rename(from, to).map_err(|source| CgroupError::Create { path: to.into(), source })
 }
 
 fn mkdir_all(path: &Path) -> Result<(), CgroupError> {

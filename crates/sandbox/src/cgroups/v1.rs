@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{keyed_value, kill_until_empty, mkdir_all, procs, read, rmdir_tree, subdirs, write};
+use super::{keyed_value, kill_until_empty, mkdir_all, procs, read, rename_dir, rmdir_tree, subdirs, write};
 use super::{Cgroup, CgroupDriver, CgroupError, CgroupSetup};
 
 /// Controllers a sandbox is placed in; `memory` and `pids` are required, the others used when mounted.
@@ -49,6 +49,14 @@ impl CgroupDriver for V1 {
         Box::new(V1Cgroup {
             dirs: self.controllers().into_iter().map(|c| (c, self.root.join(c).join(parent).join(name))).collect(),
         })
+    }
+
+    fn rename(&self, parent: &str, from: &str, to: &str) -> Result<(), CgroupError> {
+        for controller in self.controllers() {
+            let dir = self.root.join(controller).join(parent);
+            rename_dir(&dir.join(from), &dir.join(to))?;
+        }
+        Ok(())
     }
 
     fn list(&self, parent: &str) -> Result<Vec<String>, CgroupError> {

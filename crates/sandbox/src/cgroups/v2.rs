@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{keyed_value, kill_until_empty, mkdir_all, read, rmdir_tree, subdirs, write};
+use super::{keyed_value, kill_until_empty, mkdir_all, read, rename_dir, rmdir_tree, subdirs, write};
 use super::{Cgroup, CgroupDriver, CgroupError, CgroupSetup};
 
 /// Controllers delegated down to the sandbox cgroups.
@@ -58,6 +58,11 @@ impl CgroupDriver for V2 {
 
     fn list(&self, parent: &str) -> Result<Vec<String>, CgroupError> {
         subdirs(&self.root.join(parent))
+    }
+
+    fn rename(&self, parent: &str, from: &str, to: &str) -> Result<(), CgroupError> {
+        let dir = self.root.join(parent);
+        rename_dir(&dir.join(from), &dir.join(to))
     }
 }
 

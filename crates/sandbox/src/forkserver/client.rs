@@ -16,7 +16,7 @@ use super::{Event, Request};
 use crate::cgroups::Cgroup;
 use crate::error::Error;
 use crate::policy::Policy;
-use crate::spawn::{conclude, create_cgroup, discard_cgroup, StderrLog, READY_TIMEOUT, STDERR_KEEP};
+use crate::spawn::{conclude, discard_cgroup, open_cgroup, StderrLog, READY_TIMEOUT, STDERR_KEEP};
 use crate::Sandbox;
 
 /// A running fork server. Dropping it kills the server, and with it every sandbox it started.
@@ -101,7 +101,8 @@ impl ForkServer {
         if self.state.waiters.lock().expect("waiters poisoned").contains_key(&policy.name) {
             return Err(Error::NameInUse(policy.name.clone()));
         }
-        let cgroup = create_cgroup(policy)?;
+        // The server creates it (or renames its spare's into it).
+        let cgroup = open_cgroup(policy)?;
         match self.start_sandbox(policy, stderr, &cgroup).await {
             Ok(sandbox) => Ok(sandbox),
             Err(Error::NameInUse(name)) => Err(Error::NameInUse(name)),

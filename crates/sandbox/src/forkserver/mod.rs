@@ -2,8 +2,11 @@
 //! interpreter) and forks a fresh sandbox per request, whose payload runs in-process instead of exec'ing.
 //!
 //! - `server`: runs in the fork server process: [`enter_root`], then [`serve`] with an [`InProcess`] payload.
-//!   Each request forks a child that goes back to the host's mount namespace and then does what the helper
-//!   does ([`crate::exec_main`]): join the cgroup, unshare the namespaces, fork init, raise the payload's walls.
+//!   It creates each sandbox's cgroup and keeps one init forked ahead (a spare, already in a cgroup of its own,
+//!   renamed when it gets a request).
+//! - `init_process`: such an init: pid 1 of a new pid namespace, it waits for its request, goes back to the
+//!   host's mount namespace and builds the sandbox as [`crate::spawn`]'s init does; its payload raises the same
+//!   walls in-process.
 //! - `client`: the gateway side: [`ForkServer`] starts the server process and turns requests into [`Sandbox`]es
 //!   that behave like those of [`crate::spawn`].
 //! - this file: the line protocol between them.
@@ -12,6 +15,7 @@
 //! (`started`) by its children, each with one `write` shorter than `PIPE_BUF`, so lines never interleave.
 
 mod client;
+mod init_process;
 mod server;
 
 use std::path::PathBuf;

@@ -8,17 +8,17 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sched::{setns, unshare, CloneFlags};
+use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{ForkResult, Pid};
+use nix::unistd::Pid;
 
+use super::init_process;
 use super::{Event, Request};
-use crate::cgroups::CgroupDriver;
-use crate::helper::{report, Payload, SetupError, NAMESPACES};
-use crate::init;
+use crate::cgroups::{Cgroup, CgroupDriver, CgroupSetup};
+use crate::helper::{report, SetupError};
 use crate::mounts::{self, HostFacts};
 use crate::policy::{Bind, Policy, PolicyError};
 use crate::status::{encode, SETUP_FAILED};
@@ -36,7 +36,7 @@ pub trait InProcess {
 
 /// A handle on the host's mount namespace, kept by a server that lives in a root of its own.
 #[derive(Debug)]
-pub struct HostMountNamespace(OwnedFd);
+pub struct HostMountNamespace(pub(super) OwnedFd);
 
 /// Why the fork server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +95,9 @@ struct Server<'a> {
     children: SignalFd,
     /// Host pid of each sandbox's init -> sandbox name.
     sandboxes: HashMap<Pid, String>,
+    /// An init forked ahead, in a cgroup of its own, waiting to be handed the next request.
+    spare: Option<Spare>,
+    spares_made: u64,
     pending: Vec<u8>,
     pid: Pid,
 }
@@ -112,7 +115,18 @@ impl<'a> Server<'a> {
         let cgroups = crate::cgroups::detect();
         // Built here once, so that no sandbox builds them again (an error shows up in each sandbox's start).
         let _ = crate::seccomp::programs();
-        Ok(Self { host, own_pids, cgroups, payload, children, sandboxes: HashMap::new(), pending: Vec::new(), pid })
+        Ok(Self {
+            host,
+            own_pids,
+            cgroups,
+            payload,
+            children,
+            sandboxes: HashMap::new(),
+            spare: None,
+            spares_made: 0,
+            pending: Vec::new(),
+            pid,
+        })
     }
 
     fn run(&mut self) -> Result<(), ServerError> {
@@ -137,6 +151,7 @@ impl<'a> Server<'a> {
                 self.reap()?;
             }
             if requests && !self.read_requests()? {
+                self.drop_spare();
                 return Ok(());
             }
         }
@@ -171,59 +186,92 @@ impl<'a> Server<'a> {
             return emit(&Event::Refused { reason: format!("{}: already running", request.policy.name) });
         }
         let name = request.policy.name.clone();
-        match self.fork_init(&request) {
-            Ok((init, go)) => {
+        let setup = CgroupSetup::from(&request.policy.limits);
+        let spare = self.spare.take().filter(|spare| spare.parent == request.policy.cgroup_parent);
+        let started = match spare {
+            Some(spare) => self.assign(spare, &request, &setup),
+            None => self.start_fresh(&request, &setup),
+        };
+        match started {
+            Ok(init) => {
                 self.sandboxes.insert(init, name);
-                self.join_cgroup(init, &request.policy, go);
-                Ok(())
             }
             Err(error) => {
                 report(&error);
-                emit(&Event::Exited { name, code: SETUP_FAILED })
+                emit(&Event::Exited { name, code: SETUP_FAILED })?;
             }
         }
-    }
-
-    /// Forks the sandbox's init as pid 1 of a new pid namespace; it waits for [`Server::join_cgroup`].
-    fn fork_init(&mut self, request: &Request) -> Result<(Pid, OwnedFd), SetupError> {
-        let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(SetupError::Pipe)?;
-        let flag = CloneFlags::CLONE_NEWPID;
-        unshare(flag).map_err(|e| SetupError::Unshare(flag, e))?;
-        self.payload.before_fork();
-        let forked = sys::fork();
-        if let Ok(ForkResult::Child) = forked {
-            drop(go_w);
-            sys::exit_now(sandbox_init(&self.host, request, self.payload, go_r));
-        }
-        self.payload.after_fork_parent();
-        // Only the one child goes into that namespace; the next gets one of its own.
-        if let Err(errno) = setns(self.own_pids.as_fd(), flag) {
-            report(&SetupError::Unshare(flag, errno));
-            sys::exit_now(1);
-        }
-        drop(go_r);
-        match forked {
-            Ok(ForkResult::Parent { child }) => Ok((child, go_w)),
-            Ok(ForkResult::Child) => unreachable!("the child exited above"),
-            Err(errno) => Err(SetupError::Fork("the sandbox's init", errno)),
-        }
-    }
-
-    /// Puts `init` in its sandbox's cgroup (done here, while init builds its root: the first move into a cgroup
-    /// can wait a whole RCU grace period), then lets it start the payload; on failure tells it to give up.
-    fn join_cgroup(&self, init: Pid, policy: &Policy, go_w: OwnedFd) {
-        let cgroup = self.cgroups.open(&policy.cgroup_parent, &policy.name);
-        let pid = init.as_raw().to_string();
-        let mut go = (init.as_raw() as u32).to_le_bytes();
-        for path in cgroup.procs_files() {
-            if let Err(source) = std::fs::write(&path, &pid) {
-                report(&SetupError::JoinCgroup { path, source });
-                go = [0; 4];
-                break;
+        // The next request gets an init that is already forked and in a cgroup (moving a process into a cgroup
+        // can wait a whole RCU grace period on cgroup v1): that wait happens now, between requests.
+        if self.spare.is_none() {
+            match self.make_spare(&request.policy.cgroup_parent, &setup) {
+                Ok(spare) => self.spare = Some(spare),
+                Err(error) => report(&error),
             }
         }
-        // EPIPE: init already died; its exit is reported when it is reaped.
-        let _ = nix::unistd::write(&go_w, &go);
+        Ok(())
+    }
+
+    /// Forks an init, creates the sandbox's cgroup, moves init into it and hands it the request.
+    fn start_fresh(&mut self, request: &Request, setup: &CgroupSetup) -> Result<Pid, SetupError> {
+        let policy = &request.policy;
+        let cgroup = self.cgroups.create(&policy.cgroup_parent, &policy.name, setup).map_err(SetupError::Cgroup)?;
+        let init = init_process::fork(&self.host, &self.own_pids, self.payload)?;
+        let pid = init.pid;
+        let outcome = join(cgroup.as_ref(), pid).and_then(|()| init.assign(request));
+        if outcome.is_err() {
+            // It never got its request, so it gives up by itself; the cgroup is the client's to remove.
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
+        outcome.map(|()| pid)
+    }
+
+    /// Hands the request to the spare init: its cgroup takes the sandbox's name and limits.
+    fn assign(&mut self, spare: Spare, request: &Request, setup: &CgroupSetup) -> Result<Pid, SetupError> {
+        let policy = &request.policy;
+        let pid = spare.init.pid;
+        let renamed = self.cgroups.rename(&spare.parent, &spare.cgroup, &policy.name).map_err(SetupError::Cgroup);
+        let outcome = renamed
+            .and_then(|()| {
+                // Limits of this request (they may differ from those the spare's cgroup was made with).
+                self.cgroups.create(&policy.cgroup_parent, &policy.name, setup).map_err(SetupError::Cgroup).map(drop)
+            })
+            .and_then(|()| spare.init.assign(request));
+        if outcome.is_err() {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let leftover = self.cgroups.open(&spare.parent, &spare.cgroup);
+            let _ = leftover.kill_all().and_then(|()| leftover.remove());
+        }
+        outcome.map(|()| pid)
+    }
+
+    /// Forks an init that waits for a request, in a cgroup of its own under `parent` with `setup`'s limits.
+    fn make_spare(&mut self, parent: &str, setup: &CgroupSetup) -> Result<Spare, SetupError> {
+        self.spares_made += 1;
+        let name = format!("spare-{}-{}", self.pid, self.spares_made);
+        let cgroup = self.cgroups.create(parent, &name, setup).map_err(SetupError::Cgroup)?;
+        let init = match init_process::fork(&self.host, &self.own_pids, self.payload) {
+            Ok(init) => init,
+            Err(error) => {
+                let _ = cgroup.remove();
+                return Err(error);
+            }
+        };
+        if let Err(error) = join(cgroup.as_ref(), init.pid) {
+            let _ = nix::sys::signal::kill(init.pid, Signal::SIGKILL);
+            let _ = cgroup.kill_all().and_then(|()| cgroup.remove());
+            return Err(error);
+        }
+        Ok(Spare { init, parent: parent.to_owned(), cgroup: name })
+    }
+
+    /// Kills the spare init and removes its cgroup (when the server stops).
+    fn drop_spare(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            let _ = nix::sys::signal::kill(spare.init.pid, Signal::SIGKILL);
+            let cgroup = self.cgroups.open(&spare.parent, &spare.cgroup);
+            let _ = cgroup.kill_all().and_then(|()| cgroup.remove());
+        }
     }
 
     /// Reaps every sandbox init that has ended and reports it.
@@ -255,36 +303,18 @@ fn write_line(line: &str) -> io::Result<()> {
     }
 }
 
-/// The forked child, pid 1 of its new pid namespace: back in the host's mount namespace, it does what the exec
-/// helper and init do for [`crate::spawn`], except that the server puts it in its cgroup. Returns its exit code.
-fn sandbox_init(host: &HostMountNamespace, request: &Request, payload: &dyn InProcess, go: OwnedFd) -> i32 {
-    let result = (|| {
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SetupError::Pdeathsig)?;
-        SigSet::empty().thread_set_mask().map_err(SetupError::Signals)?;
-        setns(host.0.as_fd(), CloneFlags::CLONE_NEWNS).map_err(|e| SetupError::Unshare(CloneFlags::CLONE_NEWNS, e))?;
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
-        let log = open(&request.stderr, flags, Mode::from_bits_truncate(0o600))
-            .map_err(|e| SetupError::Stdio("stderr to the sandbox's log file", e))?;
-        nix::unistd::dup2_stderr(log).map_err(|e| SetupError::Stdio("stderr to the sandbox's log file", e))?;
-        // init turns stdout into stderr; the event stream is kept on a descriptor of its own.
-        let events = io::stdout().as_fd().try_clone_to_owned().map_err(|e| {
-            SetupError::Stdio("keeping the event stream", Errno::from_raw(e.raw_os_error().unwrap_or(0)))
-        })?;
-        for flag in NAMESPACES.iter().filter(|f| !matches!(**f, CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWPID))
-        {
-            unshare(*flag).map_err(|e| SetupError::Unshare(*flag, e))?;
-        }
-        let policy = &request.policy;
-        let steps = mounts::plan(policy, &HostFacts::probe());
-        let run = |policy: &Policy| payload.run(policy);
-        let starter = init::Starter::ForkServer { go, events, name: policy.name.clone() };
-        Ok::<_, SetupError>(init::run(policy, &steps, Payload::InProcess(&run), starter))
-    })();
-    match result {
-        Ok(code) => code,
-        Err(error) => {
-            report(&error);
-            SETUP_FAILED
-        }
+/// A spare init, and the cgroup it waits in.
+struct Spare {
+    init: init_process::Unassigned,
+    parent: String,
+    cgroup: String,
+}
+
+/// Moves `pid` into `cgroup` (every hierarchy).
+fn join(cgroup: &dyn Cgroup, pid: Pid) -> Result<(), SetupError> {
+    let pid = pid.as_raw().to_string();
+    for path in cgroup.procs_files() {
+        std::fs::write(&path, &pid).map_err(|source| SetupError::JoinCgroup { path, source })?;
     }
+    Ok(())
 }

@@ -78,7 +78,14 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         for controller in ["memory", "pids", "cpu", "freezer"] {
-            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(controller).join(&self.parent));
+            let parent = Path::new("/sys/fs/cgroup").join(controller).join(&self.parent);
+            // A fork server's spare init leaves its (empty) cgroup behind when the server is killed.
+            for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                if child.path().is_dir() {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(parent);
         }
     }
 }
