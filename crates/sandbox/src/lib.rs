@@ -4,7 +4,8 @@
 //! fresh, single-threaded exec of a binary that calls [`exec_main`]) so nothing forks inside the gateway's tokio
 //! process. The helper joins the sandbox's cgroup, unshares the cgroup, mount, uts, ipc, net and pid namespaces
 //! and forks the sandbox's pid 1, which builds a private read-only root, brings up `lo` (the only interface),
-//! and forks the payload as an unprivileged uid with no capabilities and `no_new_privs`.
+//! and forks the payload as an unprivileged uid with no capabilities and `no_new_privs`. A [`ForkServer`] starts
+//! the same sandboxes from a long-lived pre-loaded process instead, with the payload running in-process.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), sandbox::Error> {

@@ -34,7 +34,7 @@ use crate::Sandbox;
 pub(crate) struct Request {
     /// The sandbox; its name identifies it in the events.
     pub(crate) policy: Policy,
-    /// Host file (created if missing, appended to) that becomes stderr of the sandbox's helper, init and payload:
+    /// Host file (created if missing, appended to) that becomes stderr of the sandbox's init and payload:
     /// where a setup failure is explained. Put it on a size-limited filesystem: the payload can write to it.
     pub(crate) stderr: PathBuf,
 }
@@ -46,7 +46,7 @@ pub(crate) enum Event {
     Serving { pid: u32 },
     /// The sandbox's payload runs; `init` is the host pid of its pid 1.
     Started { name: String, init: u32 },
-    /// The sandbox's helper ended with this code: the payload's exit code, 128 + signal, or 125 if setup failed.
+    /// The sandbox's init ended with this code: the payload's exit code, 128 + signal, or 125 if setup failed.
     Exited { name: String, code: i32 },
     /// A request line was not understood; nothing was started for it.
     Refused { reason: String },

@@ -1,5 +1,5 @@
 //! The fork server's own side: [`enter_root`] gives it the sandboxes' view of the filesystem, [`serve`] answers
-//! requests by forking one sandbox helper each and reports their ends.
+//! requests by handing each to a sandbox init (the spare forked ahead, or a fresh one) and reports their ends.
 
 use std::collections::HashMap;
 use std::io;
