@@ -1,4 +1,4 @@
-//! `POST /release` and `GET /status`: the session lifecycle and the pool's counts.
+//! `POST /release`, `POST /interrupt` and `GET /status`: the session lifecycle and the pool's counts.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -9,9 +9,28 @@ use serde_json::{json, Value};
 use super::body::{string_fields, USER_FIELD};
 use super::{ApiError, AppState};
 
-/// `POST /release`, `GET /status`.
+/// `POST /release`, `POST /interrupt`, `GET /status`.
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/release", post(release)).route("/status", get(status))
+    Router::new().route("/release", post(release)).route("/interrupt", post(interrupt)).route("/status", get(status))
+}
+
+/// Interrupts the user's running execution: it ends with `KeyboardInterrupt` (reason `error`), state kept.
+async fn interrupt(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let [user] = string_fields(body, state.body_limit(), [USER_FIELD]).await?;
+    let interrupted = match state.pool.interrupt(&user).await {
+        Ok(interrupted) => interrupted,
+        Err(err) => {
+            let detail = format!("The interrupt could not be delivered: the sandbox did not answer ({err}).");
+            return Err(ApiError::Unresponsive(Box::new(json!({ "detail": detail }))));
+        }
+    };
+    tracing::info!(%user, interrupted, "interrupt");
+    let detail = if interrupted {
+        format!("The running execution of user {user} was interrupted; its state is kept.")
+    } else {
+        format!("Nothing was running for user {user}.")
+    };
+    Ok(Json(json!({ "status": "ok", "interrupted": interrupted, "detail": detail })))
 }
 
 async fn release(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {

@@ -241,6 +241,16 @@ impl Pool {
         answer.await.unwrap_or(Err(PoolError::Released))
     }
 
+    /// Interrupts `user`'s running execution (as a timeout would: `KeyboardInterrupt`, state kept); returns
+    /// whether one was running. Queued executions of the user run afterwards as usual.
+    pub async fn interrupt(&self, user: &str) -> Result<bool, kernel::Error> {
+        let activity = self.shared.state().sessions.get(user).map(|session| session.running_handle());
+        match activity {
+            Some(session) => session.interrupt().await,
+            None => Ok(false),
+        }
+    }
+
     /// Destroys `user`'s session at once; returns whether there was one.
     pub async fn release(&self, user: &str) -> bool {
         let handle = self.shared.state().sessions.remove(user);

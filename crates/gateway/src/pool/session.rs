@@ -26,15 +26,26 @@ pub(super) struct SessionHandle {
     task: JoinHandle<()>,
 }
 
-/// What the reaper reads: when the session was last used and whether it has work.
+/// What the reaper reads (when the session was last used and whether it has work), and the running execution's
+/// interrupt handle, for `/interrupt`.
 pub(super) struct Activity {
     last: Mutex<Instant>,
     pending: AtomicUsize,
+    running: Mutex<Option<kernel::Interrupter>>,
 }
 
 impl Activity {
     fn touch(&self) {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// Interrupts the execution running now, if any (queued ones are not touched); returns whether one was.
+    pub(super) async fn interrupt(&self) -> Result<bool, kernel::Error> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match running {
+            Some(interrupter) => interrupter.interrupt().await.map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Whether the session has had no work for at least `idle`.
@@ -55,6 +66,11 @@ impl SessionHandle {
         }
     }
 
+    /// The session's activity, shared: for `/interrupt`, which must not hold the pool's lock while it waits.
+    pub(super) fn running_handle(&self) -> Arc<Activity> {
+        Arc::clone(&self.activity)
+    }
+
     /// The session's activity, for the reaper.
     pub(super) fn activity(&self) -> &Activity {
         &self.activity
@@ -71,7 +87,11 @@ impl SessionHandle {
 /// Starts the actor of `user`'s session with the kernel (or slot) reserved for it.
 pub(super) fn spawn(shared: Arc<Shared>, user: String, reservation: Reservation) -> SessionHandle {
     let (jobs, queue) = mpsc::unbounded_channel();
-    let activity = Arc::new(Activity { last: Mutex::new(Instant::now()), pending: AtomicUsize::new(0) });
+    let activity = Arc::new(Activity {
+        last: Mutex::new(Instant::now()),
+        pending: AtomicUsize::new(0),
+        running: Mutex::new(None),
+    });
     let cancel = CancellationToken::new();
     let actor = Actor { shared, user, activity: activity.clone(), cancel: cancel.clone() };
     let task = tokio::spawn(actor.run(queue, reservation));
@@ -145,7 +165,9 @@ impl Actor {
             *kernel = Some(fresh);
         }
         let current = kernel.as_mut().expect("bound above");
+        *self.activity.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(current.kernel.client.interrupter());
         let execution = execution::run(&mut current.kernel, code, self.shared.config.limits).await;
+        *self.activity.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
         tracing::info!(
             sandbox = %current.kernel.name,
             reason = execution.end.reason(),

@@ -230,3 +230,46 @@ async fn users_run_in_parallel() {
     assert_eq!((ra.0, rb.0), (200, 200));
     assert!(started.elapsed() < Duration::from_millis(2900), "took {:?}", started.elapsed());
 }
+
+/// `POST /interrupt` stops the user's running execution at once (`KeyboardInterrupt`, long before the timeout),
+/// keeps the session's state, and says whether anything was running.
+#[tokio::test]
+async fn interrupt_stops_the_running_execution_and_keeps_state() {
+    let api = shared().client();
+    let who = user("interrupt");
+    let (status, body) = api.post("/interrupt", &serde_json::json!({ "user_uuid": who })).await;
+    assert_eq!((status, body["interrupted"].as_bool()), (200, Some(false)), "no session yet: {body}");
+    api.run_ok(&who, "kept = 'yes'").await;
+    let (status, body) = api.post("/interrupt", &serde_json::json!({ "user_uuid": who })).await;
+    assert_eq!((status, body["interrupted"].as_bool()), (200, Some(false)), "nothing running: {body}");
+
+    let running = {
+        let api = api.clone();
+        let who = who.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let answer = api.execute(&who, "import time\nwhile True:\n    time.sleep(0.01)").await;
+            (answer, started.elapsed())
+        })
+    };
+    // Wait until the loop runs (the interrupt must find it), then interrupt.
+    let mut interrupted = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (status, body) = api.post("/interrupt", &serde_json::json!({ "user_uuid": who })).await;
+        assert_eq!(status, 200, "{body}");
+        if body["interrupted"] == true {
+            interrupted = true;
+            break;
+        }
+    }
+    assert!(interrupted, "the running execution was never seen");
+    let ((status, body), took) = running.await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("error"), Some(false)), "{body}");
+    assert_eq!(body["error"]["ename"], "KeyboardInterrupt", "{body}");
+    assert!(took < std::time::Duration::from_secs(5), "ended by the interrupt, not the 6 s timeout: {took:?}");
+    assert_eq!(api.run_ok(&who, "kept").await, "'yes'");
+    let (status, _) = api.raw("/interrupt", Some(crate::util::TOKEN), b"{\"user\": 1}".to_vec()).await;
+    assert_eq!(status, 422, "a body without user_uuid is refused");
+}
