@@ -18,18 +18,24 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 async fn execute(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let (user, code) = user_and_code(&state, body).await?;
+    let execution = state.pool.execute(&user, code).await?;
+    answer(execution, state.memory_limit_mib)
+}
+
+/// The body of `/execute` and `/execute/stream`: the user and the code, within the code limit.
+pub(super) async fn user_and_code(state: &AppState, body: Body) -> Result<(String, String), ApiError> {
     let code_field = Field { name: "code", min: 0, max: usize::MAX };
     let [user, code] = string_fields(body, state.body_limit(), [USER_FIELD, code_field]).await?;
     if code.len() > state.code_limit_bytes {
         return Err(ApiError::CodeTooLarge { size: code.len(), limit: state.code_limit_bytes });
     }
     tracing::debug!(%user, %code, "execute");
-    let execution = state.pool.execute(&user, code).await?;
-    answer(execution, state.memory_limit_mib)
+    Ok((user, code))
 }
 
 /// The 200 body, or the 400/504 body, of a finished execution.
-fn answer(execution: Execution, memory_limit_mib: u64) -> Result<Json<Value>, ApiError> {
+pub(super) fn answer(execution: Execution, memory_limit_mib: u64) -> Result<Json<Value>, ApiError> {
     let outputs: Vec<Value> = execution.outputs.iter().map(output_json).collect();
     let mut body = Map::new();
     let detail = match &execution.end {
@@ -121,7 +127,7 @@ fn error_json(error: &ErrorInfo) -> Value {
 }
 
 /// One output as the `outputs` list shows it.
-fn output_json(output: &Output) -> Value {
+pub(super) fn output_json(output: &Output) -> Value {
     match output {
         Output::Stream { name, text } => json!({
             "type": "stream",

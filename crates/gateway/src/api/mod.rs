@@ -5,6 +5,7 @@ mod error;
 mod execute;
 mod health;
 mod sessions;
+mod stream;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .merge(execute::router())
+        .merge(stream::router())
         .merge(sessions::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new().merge(protected).merge(health::router()).layer(CorsLayer::permissive()).with_state(state)

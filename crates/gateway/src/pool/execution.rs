@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use kernel::{ErrorInfo, ExecuteStatus, Output};
 
-use super::output::OutputBudget;
+use super::output::{OutputBudget, OutputTap};
 
 use crate::launcher::{Exit, Kernel};
 
@@ -106,9 +106,9 @@ enum Phase {
 }
 
 /// Runs `code` on `kernel`. When the result's `end.state_lost()`, the caller must destroy the kernel.
-pub(super) async fn run(kernel: &mut Kernel, code: &str, limits: ExecLimits) -> Execution {
+pub(super) async fn run(kernel: &mut Kernel, code: &str, limits: ExecLimits, tap: Option<OutputTap>) -> Execution {
     let started = Instant::now();
-    let mut budget = OutputBudget::new(limits.output_bytes);
+    let mut budget = OutputBudget::new(limits.output_bytes, tap);
     let interrupter = kernel.client.interrupter();
     let pids_hits = kernel.process.pids_limit_hits();
     let (end, execution_count) = {

@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 pub use execution::{End, ExecLimits, Execution};
+pub use output::OutputTap;
 use session::SessionHandle;
 use slots::{Slot, Slots};
 
@@ -223,6 +224,16 @@ impl Pool {
     /// Runs `code` in `user`'s session, binding a kernel to the user on first use. Waits behind the user's
     /// earlier requests.
     pub async fn execute(&self, user: &str, code: String) -> Result<Execution, PoolError> {
+        self.execute_streamed(user, code, None).await
+    }
+
+    /// [`Pool::execute`], passing each output to `tap` as the kernel emits it (after the output limit's cuts).
+    pub async fn execute_streamed(
+        &self,
+        user: &str,
+        code: String,
+        tap: Option<OutputTap>,
+    ) -> Result<Execution, PoolError> {
         let (reply, answer) = oneshot::channel();
         {
             let mut state = self.shared.state();
@@ -236,7 +247,7 @@ impl Pool {
                 self.shared.refill.notify_one();
             }
             let session = state.sessions.get(user).expect("inserted above");
-            session.submit(code, reply);
+            session.submit(code, reply, tap);
         }
         answer.await.unwrap_or(Err(PoolError::Released))
     }

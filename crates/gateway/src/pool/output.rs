@@ -14,12 +14,25 @@ pub(super) struct OutputBudget {
     left: usize,
     limit: usize,
     truncated: bool,
+    tap: Option<OutputTap>,
 }
+
+/// Where a streaming client gets each output as it is kept.
+pub type OutputTap = tokio::sync::mpsc::UnboundedSender<Output>;
 
 impl OutputBudget {
     /// A budget of `limit` bytes.
-    pub(super) fn new(limit: usize) -> OutputBudget {
-        OutputBudget { outputs: Vec::new(), left: limit, limit, truncated: false }
+    pub(super) fn new(limit: usize, tap: Option<OutputTap>) -> OutputBudget {
+        OutputBudget { outputs: Vec::new(), left: limit, limit, truncated: false, tap }
+    }
+
+    /// Keeps `output`, and passes a copy to the tap (a streaming client) if there is one.
+    fn keep(&mut self, output: Output) {
+        if let Some(tap) = &self.tap {
+            // The client may have gone: the execution goes on regardless.
+            let _ = tap.send(output.clone());
+        }
+        self.outputs.push(output);
     }
 
     /// The outputs kept, and whether any was cut or dropped.
@@ -36,25 +49,25 @@ impl OutputBudget {
         let size = size_of(&output);
         if size <= self.left {
             self.left -= size;
-            self.outputs.push(output);
+            self.keep(output);
             return;
         }
         let was_truncated = std::mem::replace(&mut self.truncated, true);
         let left = std::mem::take(&mut self.left);
         match output {
-            Output::Error(error) => self.outputs.push(Output::Error(shorten(error))),
+            Output::Error(error) => self.keep(Output::Error(shorten(error))),
             _ if was_truncated => {}
             Output::Stream { name, mut text } => {
                 text.truncate(floor_char_boundary(&text, left));
                 text.push_str(&self.marker());
-                self.outputs.push(Output::Stream { name, text });
+                self.keep(Output::Stream { name, text });
             }
             Output::ExecuteResult { execution_count, data, metadata } => {
                 if let Some(Value::String(plain)) = data.get("text/plain") {
                     let mut plain = plain[..floor_char_boundary(plain, left)].to_owned();
                     plain.push_str(&self.marker());
                     let data = [("text/plain".to_owned(), Value::String(plain))].into_iter().collect();
-                    self.outputs.push(Output::ExecuteResult { execution_count, data, metadata });
+                    self.keep(Output::ExecuteResult { execution_count, data, metadata });
                 }
             }
             _ => {}
@@ -114,7 +127,7 @@ mod tests {
     /// Under the limit nothing changes.
     #[test]
     fn small_outputs_pass() {
-        let mut budget = OutputBudget::new(100);
+        let mut budget = OutputBudget::new(100, None);
         budget.push(stream("hello"));
         budget.push(stream("world"));
         let (outputs, truncated) = budget.finish();
@@ -125,7 +138,7 @@ mod tests {
     /// The stream that crosses the limit is cut with a marker; later ones are dropped, errors kept.
     #[test]
     fn crossing_output_is_cut_and_later_ones_dropped() {
-        let mut budget = OutputBudget::new(10);
+        let mut budget = OutputBudget::new(10, None);
         budget.push(stream("12345"));
         budget.push(stream("é1234567890"));
         budget.push(stream("dropped"));
@@ -142,7 +155,7 @@ mod tests {
     /// A huge last expression keeps the start of its text/plain only.
     #[test]
     fn huge_result_keeps_text_start() {
-        let mut budget = OutputBudget::new(8);
+        let mut budget = OutputBudget::new(8, None);
         let data = [("text/plain".to_owned(), Value::String("x".repeat(1000)))].into_iter().collect();
         budget.push(Output::ExecuteResult { execution_count: 1, data, metadata: Default::default() });
         let (outputs, truncated) = budget.finish();

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::output::OutputTap;
 use super::{execution, Execution, PoolError, PooledKernel, Reservation, Shared};
 
 type Reply = oneshot::Sender<Result<Execution, PoolError>>;
@@ -16,6 +17,7 @@ type Reply = oneshot::Sender<Result<Execution, PoolError>>;
 struct Job {
     code: String,
     reply: Reply,
+    tap: Option<OutputTap>,
 }
 
 /// The pool's handle on a session actor.
@@ -57,10 +59,10 @@ impl Activity {
 
 impl SessionHandle {
     /// Queues an execution behind the session's earlier ones.
-    pub(super) fn submit(&self, code: String, reply: Reply) {
+    pub(super) fn submit(&self, code: String, reply: Reply, tap: Option<OutputTap>) {
         self.activity.pending.fetch_add(1, Ordering::AcqRel);
         self.activity.touch();
-        if let Err(mpsc::error::SendError(job)) = self.jobs.send(Job { code, reply }) {
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(Job { code, reply, tap }) {
             self.activity.pending.fetch_sub(1, Ordering::AcqRel);
             let _ = job.reply.send(Err(PoolError::Released));
         }
@@ -121,7 +123,7 @@ impl Actor {
                     self.finished();
                     break;
                 }
-                outcome = self.execute(&mut kernel, &mut reservation, &job.code) => outcome,
+                outcome = self.execute(&mut kernel, &mut reservation, &job.code, job.tap) => outcome,
             };
             self.activity.touch();
             self.finished();
@@ -146,6 +148,7 @@ impl Actor {
         kernel: &mut Option<PooledKernel>,
         reservation: &mut Option<Reservation>,
         code: &str,
+        tap: Option<OutputTap>,
     ) -> Result<Execution, PoolError> {
         if let Some(dead) = kernel.take_if(|k| k.kernel.process.has_exited()) {
             let exit = dead.kernel.process.exited().await;
@@ -166,7 +169,7 @@ impl Actor {
         }
         let current = kernel.as_mut().expect("bound above");
         *self.activity.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(current.kernel.client.interrupter());
-        let execution = execution::run(&mut current.kernel, code, self.shared.config.limits).await;
+        let execution = execution::run(&mut current.kernel, code, self.shared.config.limits, tap).await;
         *self.activity.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
         tracing::info!(
             sandbox = %current.kernel.name,

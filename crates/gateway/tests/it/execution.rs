@@ -273,3 +273,38 @@ async fn interrupt_stops_the_running_execution_and_keeps_state() {
     let (status, _) = api.raw("/interrupt", Some(crate::util::TOKEN), b"{\"user\": 1}".to_vec()).await;
     assert_eq!(status, 422, "a body without user_uuid is refused");
 }
+
+/// `POST /execute/stream` sends each output as the kernel emits it (a loop printing every 100 ms arrives spread
+/// over time, not at the end), then a `result` event with exactly the body `/execute` answers.
+#[tokio::test]
+async fn streamed_outputs_arrive_as_they_are_printed() {
+    let api = shared().client();
+    let who = user("stream");
+    let code = "import time\nfor i in range(6):\n    print(i, flush=True)\n    time.sleep(0.1)\n'done'";
+    let (status, events) = api.execute_stream(&who, code).await;
+    assert_eq!(status, 200);
+    let outputs: Vec<&(f64, String, serde_json::Value)> = events.iter().filter(|e| e.1 == "output").collect();
+    let texts: String = outputs.iter().map(|e| e.2["text"].as_str().unwrap_or_default()).collect();
+    assert_eq!(texts, "0\n1\n2\n3\n4\n5\n", "{events:?}");
+    let (first, last) = (outputs.first().unwrap().0, outputs.last().unwrap().0);
+    assert!(last - first >= 0.35, "outputs arrived within {:.3} s: not streamed ({events:?})", last - first);
+    let (result_at, name, result) = events.last().unwrap();
+    assert_eq!(name, "result");
+    assert!(*result_at >= last, "the result comes last");
+    assert_eq!(result["result_text"], "0\n1\n2\n3\n4\n5\n'done'", "{result}");
+    let (_, direct) = api.execute(&who, code).await;
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(result), keys(&direct), "the same body as /execute");
+    let types =
+        |v: &serde_json::Value| v["outputs"].as_array().unwrap().iter().map(|o| o["type"].clone()).collect::<Vec<_>>();
+    assert_eq!((types(result), &result["result_text"]), (types(&direct), &direct["result_text"]));
+
+    // A failure streams its traceback, then the same 400 body /execute gives.
+    let (status, events) = api.execute_stream(&who, "1 / 0").await;
+    assert_eq!(status, 200);
+    let (_, name, result) = events.last().unwrap();
+    assert_eq!((name.as_str(), result["reason"].as_str()), ("result", Some("error")), "{events:?}");
+    assert!(events.iter().any(|e| e.1 == "output" && e.2["type"] == "error"), "{events:?}");
+    let (status, _) = api.raw("/execute/stream", Some(crate::util::TOKEN), b"{}".to_vec()).await;
+    assert_eq!(status, 422, "a bad body is refused before any stream");
+}

@@ -187,6 +187,35 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// `POST /execute/stream`: the status, and each Server-Sent Event as (seconds since the request, event name,
+    /// data as JSON) in arrival order.
+    pub(crate) async fn execute_stream(&self, user: &str, code: &str) -> (u16, Vec<(f64, String, Value)>) {
+        let started = Instant::now();
+        let mut response = self
+            .http
+            .post(format!("{}/execute/stream", self.url))
+            .header("X-Auth-Token", TOKEN)
+            .json(&json!({ "user_uuid": user, "code": code }))
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let (mut events, mut pending) = (Vec::new(), String::new());
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            let at = started.elapsed().as_secs_f64();
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find("\n\n") {
+                let block: String = pending.drain(..end + 2).collect();
+                let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::to_owned);
+                if let (Some(event), Some(data)) = (field("event: "), field("data: ")) {
+                    events.push((at, event, serde_json::from_str(&data).unwrap_or(Value::String(data))));
+                }
+            }
+        }
+        (status, events)
+    }
+
     /// GET a path without the token.
     pub(crate) async fn get_anonymous(&self, path: &str) -> (u16, String) {
         let response = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
