@@ -64,6 +64,8 @@ fn facts(forks: u32, in_fork: bool) -> i32 {
 }
 
 fn main() {
+    // A killed test run must not leave its servers behind.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     let root: Policy = match std::env::args().nth(1).map(|json| serde_json::from_str(&json)) {
         Some(Ok(policy)) => policy,
         _ => {

@@ -135,15 +135,22 @@ impl Cgroup for V1Cgroup {
 
     fn kill_all(&self) -> Result<(), CgroupError> {
         if let Some(freezer) = self.dir("freezer").filter(|d| d.exists()) {
-            self.set_frozen(freezer, true)?;
+            let frozen = self.set_frozen(freezer, true);
             let procs_file = freezer.join("cgroup.procs");
-            for pid in procs(&procs_file)? {
-                match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
-                    Ok(()) | Err(nix::Error::ESRCH) => {}
-                    Err(source) => return Err(CgroupError::Kill { path: procs_file, pid: pid.as_raw(), source }),
+            let killed = frozen.and_then(|()| {
+                for pid in procs(&procs_file)? {
+                    match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
+                        Ok(()) | Err(nix::Error::ESRCH) => {}
+                        Err(source) => {
+                            return Err(CgroupError::Kill { path: procs_file.clone(), pid: pid.as_raw(), source })
+                        }
+                    }
                 }
-            }
-            self.set_frozen(freezer, false)?;
+                Ok(())
+            });
+            // Thawed whatever happened above: a frozen process never dies, not even of SIGKILL.
+            let thawed = self.set_frozen(freezer, false);
+            killed.and(thawed)?;
         }
         for file in self.procs_files() {
             kill_until_empty(&file, true)?;

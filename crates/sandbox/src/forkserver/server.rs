@@ -238,9 +238,10 @@ impl<'a> Server<'a> {
             })
             .and_then(|()| spare.init.assign(request));
         if outcome.is_err() {
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            let leftover = self.cgroups.open(&spare.parent, &spare.cgroup);
-            let _ = leftover.kill_all().and_then(|()| leftover.remove());
+            // Under its new name if the rename went through: remove whichever exists.
+            end_lone_init(pid);
+            let _ = self.cgroups.open(&spare.parent, &spare.cgroup).remove();
+            let _ = self.cgroups.open(&policy.cgroup_parent, &policy.name).remove();
         }
         outcome.map(|()| pid)
     }
@@ -258,8 +259,8 @@ impl<'a> Server<'a> {
             }
         };
         if let Err(error) = join(cgroup.as_ref(), init.pid) {
-            let _ = nix::sys::signal::kill(init.pid, Signal::SIGKILL);
-            let _ = cgroup.kill_all().and_then(|()| cgroup.remove());
+            end_lone_init(init.pid);
+            let _ = cgroup.remove();
             return Err(error);
         }
         Ok(Spare { init, parent: parent.to_owned(), cgroup: name })
@@ -268,9 +269,8 @@ impl<'a> Server<'a> {
     /// Kills the spare init and removes its cgroup (when the server stops).
     fn drop_spare(&mut self) {
         if let Some(spare) = self.spare.take() {
-            let _ = nix::sys::signal::kill(spare.init.pid, Signal::SIGKILL);
-            let cgroup = self.cgroups.open(&spare.parent, &spare.cgroup);
-            let _ = cgroup.kill_all().and_then(|()| cgroup.remove());
+            end_lone_init(spare.init.pid);
+            let _ = self.cgroups.open(&spare.parent, &spare.cgroup).remove();
         }
     }
 
@@ -308,6 +308,13 @@ struct Spare {
     init: init_process::Unassigned,
     parent: String,
     cgroup: String,
+}
+
+/// Kills and reaps an init that was never given its request: it has no children, so no freezer is needed (a
+/// server killed between freezing and thawing would leave it frozen for good).
+fn end_lone_init(pid: Pid) {
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    let _ = waitpid(pid, None);
 }
 
 /// Moves `pid` into `cgroup` (every hierarchy).
