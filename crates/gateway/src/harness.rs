@@ -1,10 +1,11 @@
 //! Runs the `code-interpreter` binary as a child process on a loopback port: for the integration tests and the
 //! soak command, which drive the real server from outside.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running server; stopped with SIGTERM when dropped.
@@ -14,7 +15,12 @@ pub struct ServerProcess {
     _stdin: Option<ChildStdin>,
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
+    /// The last [`LOG_KEEP`] lines the server wrote to stderr.
+    log: Arc<Mutex<VecDeque<String>>>,
 }
+
+/// How many of the server's log lines are kept for [`ServerProcess::log_lines`].
+const LOG_KEEP: usize = 10_000;
 
 /// Starting the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +63,18 @@ impl ServerProcess {
         let stdin = child.stdin.take();
         let stderr = child.stderr.take().expect("piped above");
         let (address_tx, address_rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                {
+                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    if kept.len() == LOG_KEEP {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line.clone());
+                }
                 if let Some(rest) = line.split("serving on http://").nth(1) {
                     let address: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != ';').collect();
                     let _ = address_tx.send(address);
@@ -69,10 +84,15 @@ impl ServerProcess {
         });
         let wait = Duration::from_secs(600);
         // Built before waiting, so a server that never serves is stopped by `Drop`.
-        let mut server = ServerProcess { child: Mutex::new(Some(child)), _stdin: stdin, url: String::new() };
+        let mut server = ServerProcess { child: Mutex::new(Some(child)), _stdin: stdin, url: String::new(), log };
         let address = address_rx.recv_timeout(wait).map_err(|_| HarnessError::NotServing(wait))?;
         server.url = format!("http://{address}");
         Ok(server)
+    }
+
+    /// The server's recent log lines (stderr), oldest first.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
     /// The server's process id, while it runs (e.g. to read its memory from `/proc`).

@@ -30,6 +30,7 @@ pub(super) async fn user_and_code(state: &AppState, body: Body) -> Result<(Strin
     if code.len() > state.code_limit_bytes {
         return Err(ApiError::CodeTooLarge { size: code.len(), limit: state.code_limit_bytes });
     }
+    super::access_log::record_user(&user);
     tracing::debug!(%user, %code, "execute");
     Ok((user, code))
 }

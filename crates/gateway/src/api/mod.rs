@@ -1,5 +1,6 @@
 //! The HTTP API: one router per resource, token check, CORS. Knows HTTP, nothing of kernels.
 
+mod access_log;
 mod body;
 mod error;
 mod execute;
@@ -46,7 +47,12 @@ pub fn router(state: AppState) -> Router {
         .merge(stream::router())
         .merge(sessions::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new().merge(protected).merge(health::router()).layer(CorsLayer::permissive()).with_state(state)
+    Router::new()
+        .merge(protected)
+        .merge(health::router())
+        .layer(middleware::from_fn(access_log::log_request))
+        .layer(CorsLayer::permissive())
+        .with_state(state)
 }
 
 /// Answers 401 unless the request carries the right `X-Auth-Token`.

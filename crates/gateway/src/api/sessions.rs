@@ -17,6 +17,7 @@ pub(super) fn router() -> Router<AppState> {
 /// Interrupts the user's running execution: it ends with `KeyboardInterrupt` (reason `error`), state kept.
 async fn interrupt(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let [user] = string_fields(body, state.body_limit(), [USER_FIELD]).await?;
+    super::access_log::record_user(&user);
     let interrupted = match state.pool.interrupt(&user).await {
         Ok(interrupted) => interrupted,
         Err(err) => {
@@ -35,6 +36,7 @@ async fn interrupt(State(state): State<AppState>, body: Body) -> Result<Json<Val
 
 async fn release(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let [user] = string_fields(body, state.body_limit(), [USER_FIELD]).await?;
+    super::access_log::record_user(&user);
     let existed = state.pool.release(&user).await;
     tracing::info!(%user, existed, "release");
     Ok(Json(json!({

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::util::{shared, user, TOKEN};
+use crate::util::{shared, user, TestServer, TOKEN};
 
 /// Missing or wrong token is 401 with the original's body; /health needs none.
 #[tokio::test]
@@ -88,4 +88,28 @@ async fn cors_allows_any_origin() {
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
     assert!(response.headers().contains_key("access-control-allow-origin"));
+}
+
+/// One access-log line per request at info, with route, status, user and duration; the code and its output never
+/// appear at info.
+#[tokio::test]
+async fn each_request_is_logged_once_without_code() {
+    let temp = tempfile::Builder::new().prefix("ci-log-").tempdir().unwrap();
+    let server = TestServer::start_logging(temp.path(), &["--warm-sandboxes", "1"], TOKEN, "gateway=info");
+    let api = server.client();
+    let who = user("logged");
+    let secret = "print('output-3f9a'); code_7c21 = 1";
+    api.run_ok(&who, secret).await;
+    let (status, _) = api.raw("/execute", None, b"{}".to_vec()).await;
+    assert_eq!(status, 401);
+    // The line is written after the answer is sent: give the server a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let lines = server.log_lines();
+    let answered = |needles: &[&str]| {
+        lines.iter().filter(|l| l.contains("answered") && needles.iter().all(|n| l.contains(n))).count()
+    };
+    let user_field = format!("user=\"{who}\"");
+    assert_eq!(answered(&["route=/execute", &user_field, "status=200", "ms="]), 1, "{lines:#?}");
+    assert_eq!(answered(&["route=/execute", "status=401"]), 1, "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("code_7c21") || l.contains("output-3f9a")), "{lines:#?}");
 }

@@ -61,13 +61,35 @@ impl TestServer {
 
     /// Starts a server whose `AUTH_TOKEN` is `token` (empty: the token comes from the data directory's file).
     pub(crate) fn start_with_token(data_dir: &Path, flags: &[&str], token: &str) -> TestServer {
+        TestServer::start_logging(data_dir, flags, token, "gateway=debug,sandbox=info")
+    }
+
+    /// Starts a server with `RUST_LOG` set to `filter`.
+    pub(crate) fn start_logging(data_dir: &Path, flags: &[&str], token: &str, filter: &str) -> TestServer {
         let env = kernel_env();
         let mut all_flags = vec!["--kernel-env", env.to_str().unwrap()];
         all_flags.extend_from_slice(flags);
         let exe = Path::new(env!("CARGO_BIN_EXE_code-interpreter"));
-        let envs = [("RUST_LOG", "gateway=debug,sandbox=info")];
+        let envs = [("RUST_LOG", filter)];
         let process = ServerProcess::start(exe, data_dir, token, &all_flags, &envs).expect("starting the server");
         TestServer { url: process.url.clone(), process, data_dir: data_dir.to_path_buf(), _temp: None }
+    }
+
+    /// The server's recent log lines, without colour codes.
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        let plain = |line: &String| {
+            let mut out = String::new();
+            let mut chars = line.chars();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    chars.by_ref().find(|c| *c == 'm');
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        };
+        self.process.log_lines().iter().map(plain).collect()
     }
 
     /// Kills the server with SIGKILL, as a crash would, and reaps it.
