@@ -140,10 +140,7 @@ pub(crate) fn launch(
     ready: impl FnOnce(Pid) -> io::Result<()>,
 ) -> Result<i32, SetupError> {
     let cgroup = crate::cgroups::detect().open(&policy.cgroup_parent, &policy.name);
-    let pid = std::process::id().to_string();
-    for path in cgroup.procs_files() {
-        std::fs::write(&path, &pid).map_err(|source| SetupError::JoinCgroup { path, source })?;
-    }
+    join_cgroup(cgroup.as_ref(), nix::unistd::getpid())?;
     for flag in NAMESPACES {
         unshare(*flag).map_err(|e| SetupError::Unshare(*flag, e))?;
     }
@@ -168,15 +165,17 @@ pub(crate) fn launch(
     }
 }
 
+/// Moves process `pid` into `cgroup` (every hierarchy).
+pub(crate) fn join_cgroup(cgroup: &dyn crate::cgroups::Cgroup, pid: Pid) -> Result<(), SetupError> {
+    let pid = pid.as_raw().to_string();
+    for path in cgroup.procs_files() {
+        std::fs::write(&path, &pid).map_err(|source| SetupError::JoinCgroup { path, source })?;
+    }
+    Ok(())
+}
+
 /// True once init wrote its ready byte; false if it closed the pipe without (it reported why on stderr).
 fn wait_ready(ready_r: OwnedFd) -> bool {
     let mut byte = [0u8; 1];
-    loop {
-        match nix::unistd::read(&ready_r, &mut byte) {
-            Ok(1) => return byte[0] == init::READY_BYTE,
-            Ok(_) => return false,
-            Err(Errno::EINTR) => continue,
-            Err(_) => return false,
-        }
-    }
+    crate::pipe::read_exact(&ready_r, &mut byte).is_ok() && byte[0] == init::READY_BYTE
 }

@@ -48,15 +48,7 @@ impl Starter {
             }
             Starter::ForkServer { go, .. } => {
                 let mut pid = [0u8; 4];
-                let mut filled = 0;
-                while filled < pid.len() {
-                    match nix::unistd::read(go, &mut pid[filled..]) {
-                        Ok(0) => return Err(SetupError::ParentGone),
-                        Ok(n) => filled += n,
-                        Err(Errno::EINTR) => continue,
-                        Err(e) => return Err(SetupError::Pipe(e)),
-                    }
-                }
+                crate::pipe::read_exact(go, &mut pid).map_err(|_| SetupError::ParentGone)?;
                 let pid = u32::from_le_bytes(pid);
                 if pid == 0 {
                     return Err(SetupError::NotInCgroup);
@@ -77,14 +69,7 @@ impl Starter {
                 (events, line.line().into_bytes())
             }
         };
-        loop {
-            match nix::unistd::write(fd, &message) {
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(SetupError::Ready(e.into())),
-                Ok(n) if n == message.len() => return Ok(()),
-                Ok(_) => return Err(SetupError::Ready(std::io::ErrorKind::WriteZero.into())),
-            }
-        }
+        crate::pipe::write_all(fd, &message).map_err(SetupError::Ready)
     }
 }
 

@@ -31,6 +31,7 @@
 //! - `helper`: [`exec_main`], the helper process: cgroup join, namespaces (fixed order), fork of init.
 //! - `init`: the sandbox's pid 1: root setup, hostname, loopback, payload start, reaping.
 //! - `mounts`: the root filesystem as an ordered plan of steps, then applied.
+//! - `pipe`: whole reads and writes on the pipes between those processes.
 //! - `payload`: identity drop (groups, gid, uid, capabilities, no_new_privs), rlimits, the walls below, exec.
 //! - `seccomp`: the payload's syscall deny list (plain data) and its BPF programs.
 //! - `fs_rules`: the payload's landlock ruleset: write only to its tmpfs mounts, rw binds and a few devices.
@@ -48,6 +49,7 @@ mod helper;
 mod init;
 mod mounts;
 mod payload;
+mod pipe;
 pub mod policy;
 mod seccomp;
 mod spawn;

@@ -10,7 +10,7 @@ use kernel::{Client, ConnectionInfo};
 use sandbox::{Policy, Sandbox};
 
 use super::policy::{KernelPolicy, RUN_IN_SANDBOX};
-use super::session_dir::SessionDir;
+use super::session_dir::{self, SessionDir};
 use super::{BoxFuture, Exit, Kernel, KernelProcess, LaunchError};
 
 /// A kernel sandbox about to be started: its name, directory, policy and connection info.
@@ -76,6 +76,14 @@ impl Prepared {
             }
         }
     }
+}
+
+/// What both launchers' `cleanup_stale` does: kill and remove every sandbox cgroup under `cgroup_parent`, empty
+/// `sessions_dir`; returns how many sandboxes there were.
+pub(super) fn remove_leftovers(cgroup_parent: &str, sessions_dir: &Path) -> Result<usize, LaunchError> {
+    let removed = sandbox::cleanup_stale(cgroup_parent).map_err(LaunchError::Sandbox)?;
+    session_dir::remove_all(sessions_dir)?;
+    Ok(removed)
 }
 
 /// A sandbox running a kernel, and its session directory (removed with it).

@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::kernel_sandbox::Prepared;
+use super::kernel_sandbox::{remove_leftovers, Prepared};
 use super::policy::KernelPolicy;
-use super::{session_dir, BoxFuture, Kernel, LaunchError, Launcher};
+use super::{BoxFuture, Kernel, LaunchError, Launcher};
 use crate::config::Config;
 use crate::kernel_env::KernelEnv;
 
@@ -55,8 +55,6 @@ impl Launcher for SandboxLauncher {
     }
 
     fn cleanup_stale(&self) -> Result<usize, LaunchError> {
-        let removed = sandbox::cleanup_stale(&self.policy.cgroup_parent).map_err(LaunchError::Sandbox)?;
-        session_dir::remove_all(&self.sessions_dir)?;
-        Ok(removed)
+        remove_leftovers(&self.policy.cgroup_parent, &self.sessions_dir)
     }
 }

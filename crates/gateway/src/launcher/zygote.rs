@@ -10,9 +10,9 @@ use std::time::Duration;
 use sandbox::ForkServer;
 use serde::Deserialize;
 
-use super::kernel_sandbox::Prepared;
+use super::kernel_sandbox::{remove_leftovers, Prepared};
 use super::policy::{KernelPolicy, ENV_IN_SANDBOX};
-use super::{session_dir, BoxFuture, Kernel, LaunchError, Launcher};
+use super::{BoxFuture, Kernel, LaunchError, Launcher};
 use crate::config::Config;
 use crate::kernel_env::KernelEnv;
 
@@ -64,11 +64,6 @@ impl ZygoteLauncher {
         })
     }
 
-    /// Host pid of the running zygote.
-    pub async fn zygote_pid(&self) -> u32 {
-        self.server.lock().await.pid()
-    }
-
     /// The serving zygote, restarted first if it has died.
     async fn server(&self) -> Result<Arc<ForkServer>, LaunchError> {
         let mut server = self.server.lock().await;
@@ -99,9 +94,7 @@ impl Launcher for ZygoteLauncher {
     }
 
     fn cleanup_stale(&self) -> Result<usize, LaunchError> {
-        let removed = sandbox::cleanup_stale(&self.policy.cgroup_parent).map_err(LaunchError::Sandbox)?;
-        session_dir::remove_all(&self.sessions_dir)?;
-        Ok(removed)
+        remove_leftovers(&self.policy.cgroup_parent, &self.sessions_dir)
     }
 }
 

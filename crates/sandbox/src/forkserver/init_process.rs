@@ -17,6 +17,7 @@ use super::Request;
 use crate::helper::{report, Payload, SetupError, NAMESPACES};
 use crate::init;
 use crate::mounts::{self, HostFacts};
+use crate::pipe;
 use crate::policy::Policy;
 use crate::status::SETUP_FAILED;
 use crate::sys;
@@ -35,20 +36,9 @@ impl Unassigned {
         let json = serde_json::to_vec(request).expect("a Request always serializes");
         let mut message = (json.len() as u32).to_le_bytes().to_vec();
         message.extend_from_slice(&json);
-        write_all(&self.request, &message).map_err(SetupError::Ready)?;
-        write_all(&self.go, &(self.pid.as_raw() as u32).to_le_bytes()).map_err(SetupError::Ready)
+        pipe::write_all(&self.request, &message).map_err(SetupError::Ready)?;
+        pipe::write_all(&self.go, &(self.pid.as_raw() as u32).to_le_bytes()).map_err(SetupError::Ready)
     }
-}
-
-fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match nix::unistd::write(fd, bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(Errno::EINTR) => continue,
-            Err(errno) => return Err(errno.into()),
-        }
-    }
-    Ok(())
 }
 
 /// Forks an init as pid 1 of a new pid namespace (then puts the caller's own namespace back for its next child).
@@ -121,21 +111,8 @@ fn run(host: &HostMountNamespace, payload: &dyn InProcess, request: OwnedFd, go:
 /// Reads the length-prefixed request; `None` if the pipe closed first or it does not parse.
 fn read_request(pipe: &OwnedFd) -> Option<Request> {
     let mut length = [0u8; 4];
-    read_exact(pipe, &mut length)?;
+    pipe::read_exact(pipe, &mut length).ok()?;
     let mut json = vec![0u8; u32::from_le_bytes(length) as usize];
-    read_exact(pipe, &mut json)?;
+    pipe::read_exact(pipe, &mut json).ok()?;
     serde_json::from_slice(&json).ok()
-}
-
-fn read_exact(pipe: &OwnedFd, buf: &mut [u8]) -> Option<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match nix::unistd::read(pipe, &mut buf[filled..]) {
-            Ok(0) => return None,
-            Ok(n) => filled += n,
-            Err(Errno::EINTR) => continue,
-            Err(_) => return None,
-        }
-    }
-    Some(())
 }

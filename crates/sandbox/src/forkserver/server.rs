@@ -17,8 +17,8 @@ use nix::unistd::Pid;
 
 use super::init_process;
 use super::{Event, Request};
-use crate::cgroups::{Cgroup, CgroupDriver, CgroupSetup};
-use crate::helper::{report, SetupError};
+use crate::cgroups::{CgroupDriver, CgroupSetup};
+use crate::helper::{join_cgroup, report, SetupError};
 use crate::mounts::{self, HostFacts};
 use crate::policy::{Bind, Policy, PolicyError};
 use crate::status::{encode, SETUP_FAILED};
@@ -218,7 +218,7 @@ impl<'a> Server<'a> {
         let cgroup = self.cgroups.create(&policy.cgroup_parent, &policy.name, setup).map_err(SetupError::Cgroup)?;
         let init = init_process::fork(&self.host, &self.own_pids, self.payload)?;
         let pid = init.pid;
-        let outcome = join(cgroup.as_ref(), pid).and_then(|()| init.assign(request));
+        let outcome = join_cgroup(cgroup.as_ref(), pid).and_then(|()| init.assign(request));
         if outcome.is_err() {
             // It never got its request, so it gives up by itself; the cgroup is the client's to remove.
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
@@ -258,7 +258,7 @@ impl<'a> Server<'a> {
                 return Err(error);
             }
         };
-        if let Err(error) = join(cgroup.as_ref(), init.pid) {
+        if let Err(error) = join_cgroup(cgroup.as_ref(), init.pid) {
             end_lone_init(init.pid);
             let _ = cgroup.remove();
             return Err(error);
@@ -315,13 +315,4 @@ struct Spare {
 fn end_lone_init(pid: Pid) {
     let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
     let _ = waitpid(pid, None);
-}
-
-/// Moves `pid` into `cgroup` (every hierarchy).
-fn join(cgroup: &dyn Cgroup, pid: Pid) -> Result<(), SetupError> {
-    let pid = pid.as_raw().to_string();
-    for path in cgroup.procs_files() {
-        std::fs::write(&path, &pid).map_err(|source| SetupError::JoinCgroup { path, source })?;
-    }
-    Ok(())
 }
