@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
+    /// If set, `GET /metrics` is served on this address of its own without a token, and not on `listen`;
+    /// otherwise it is served on `listen` and needs the token.
+    pub metrics_listen: Option<SocketAddr>,
     /// Token file, session directories and (unless `kernel_env` is set) the kernel environment live here.
     pub data_dir: PathBuf,
     /// The Python virtualenv the kernels run from; created on first start. Default: `<data_dir>/kernel-env`.
@@ -72,6 +75,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 3874)),
+            metrics_listen: None,
             data_dir: default_data_dir(),
             kernel_env: None,
             python: PathBuf::from("python3"),
@@ -179,6 +183,9 @@ impl Config {
         if self.code_limit_kib > 64 * 1024 {
             return invalid("code_limit_kib", "must be at most 65536 (64 MiB)");
         }
+        if self.metrics_listen.is_some_and(|metrics| metrics == self.listen && metrics.port() != 0) {
+            return invalid("metrics_listen", "must differ from listen");
+        }
         if self.pids_limit < 16 {
             return invalid("pids_limit", "must be at least 16");
         }
@@ -235,6 +242,10 @@ pub struct Settings {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Serve /metrics on this address without a token (and not on --listen) [default: on --listen, with the token]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Data directory [default: $XDG_DATA_HOME/code-interpreter or ~/.local/share/code-interpreter]
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -351,6 +362,21 @@ mod tests {
             assert!(err.to_string().contains("max_sandboxes"), "{err}");
             let err = Config::load(Some(Path::new("missing.toml")), &Settings::default()).unwrap_err();
             assert!(err.to_string().contains("missing.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    /// `metrics_listen` is off by default, comes from the file or the environment, and must differ from `listen`.
+    #[test]
+    fn metrics_listen_is_optional_and_distinct() {
+        Jail::expect_with(|jail| {
+            assert_eq!(Config::default().metrics_listen, None);
+            jail.set_env("CODE_INTERPRETER_METRICS_LISTEN", "127.0.0.1:9464");
+            let config = Config::load(None, &Settings::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.metrics_listen, Some(SocketAddr::from(([127, 0, 0, 1], 9464))));
+            jail.create_file("same.toml", "listen = \"127.0.0.1:9464\"")?;
+            let err = Config::load(Some(Path::new("same.toml")), &Settings::default()).unwrap_err();
+            assert!(err.to_string().contains("metrics_listen"), "{err}");
             Ok(())
         });
     }

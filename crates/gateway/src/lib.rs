@@ -7,6 +7,7 @@
 //! - `api`: the HTTP routes (axum); knows HTTP, nothing of kernels.
 //! - `pool`: sessions, warm kernels, limits, refill and reaping; knows kernels, nothing of HTTP.
 //! - `launcher`: how a kernel is started: the `Launcher` trait and the sandboxed implementation.
+//! - `metrics`: the Prometheus metrics the pool and the API update and `/metrics` shows.
 //! - `telemetry`: logging.
 //! - `harness`: the server binary as a child process, for the tests and the soak command.
 
@@ -15,15 +16,18 @@ pub mod config;
 pub mod harness;
 pub mod kernel_env;
 pub mod launcher;
+pub mod metrics;
 pub mod pool;
 pub mod telemetry;
 pub mod token;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::config::LauncherKind;
@@ -31,6 +35,7 @@ use crate::kernel_env::KernelEnv;
 use crate::launcher::sandboxed::SandboxLauncher;
 use crate::launcher::zygote::ZygoteLauncher;
 use crate::launcher::{LaunchError, Launcher};
+use crate::metrics::Metrics;
 use crate::pool::{ExecLimits, Pool, PoolConfig};
 
 /// The service could not run.
@@ -42,6 +47,9 @@ pub enum RunError {
     /// Serving HTTP failed.
     #[error("the HTTP server failed")]
     Serve(#[source] std::io::Error),
+    /// The metrics address (`metrics_listen`) could not be bound.
+    #[error("cannot listen on {0} for the metrics")]
+    MetricsListen(SocketAddr, #[source] std::io::Error),
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then destroys every sandbox.
@@ -52,14 +60,26 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|err| RunError::MetricsListen(address, err))?),
+        None => None,
+    };
     let launcher = launcher(&config, env).await?;
-    let pool = Pool::start(pool_config(&config), Arc::clone(&launcher))?;
+    let pool_config = pool_config(&config);
+    let metrics = Metrics::new(pool_config.limits.timeout, pool_config.limits.grace);
+    let pool = Pool::start(pool_config, Arc::clone(&launcher), metrics.clone())?;
     let state = api::AppState {
         pool: pool.clone(),
         token: token.into(),
         memory_limit_mib: config.memory_limit_mib,
         code_limit_bytes: (config.code_limit_kib as usize) * 1024,
+        metrics,
+        metrics_on_api: metrics_listener.is_none(),
     };
+    let stop = CancellationToken::new();
+    if let Some(listener) = metrics_listener {
+        serve_metrics(listener, api::metrics_router(state.clone()), stop.clone());
+    }
     let app = api::router(state);
     // Answers are small and latency is the point: no Nagle delay on any connection.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -67,7 +87,13 @@ pub async fn run(
             tracing::debug!(%err, "TCP_NODELAY");
         }
     });
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopping.cancel();
+    });
+    let served = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await;
+    stop.cancel();
     tracing::info!("stopped accepting requests; destroying sandboxes");
     pool.shutdown().await;
     // Whatever is left under this service's cgroups (the zygote's spare sandbox) goes too.
@@ -75,6 +101,19 @@ pub async fn run(
         tracing::warn!(error = %err, "cleaning up after the sandboxes");
     }
     served.map_err(RunError::Serve)
+}
+
+/// Serves `/metrics` on a listener of its own, without a token, until `stop`.
+fn serve_metrics(listener: TcpListener, app: axum::Router, stop: CancellationToken) {
+    if let Ok(address) = listener.local_addr() {
+        // Printed whatever the log filter, as the API's address is: people and the test harness read it.
+        eprintln!("code-interpreter: metrics on http://{address}/metrics (no token)");
+    }
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+            tracing::error!(%err, "the metrics server failed");
+        }
+    });
 }
 
 /// The configured launcher; the exec launcher when the zygote cannot run here.

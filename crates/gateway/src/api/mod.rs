@@ -5,6 +5,7 @@ mod body;
 mod error;
 mod execute;
 mod health;
+mod metrics;
 mod sessions;
 mod stream;
 
@@ -18,6 +19,7 @@ use tower_http::cors::CorsLayer;
 
 pub use error::ApiError;
 
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 
 /// What every handler can reach.
@@ -31,6 +33,11 @@ pub struct AppState {
     pub memory_limit_mib: u64,
     /// Largest code accepted; larger is 413.
     pub code_limit_bytes: usize,
+    /// The service's metrics: requests are counted here, `/metrics` shows them.
+    pub metrics: Metrics,
+    /// Whether `/metrics` is served here (with the token); false when `metrics_listen` gives it a listener of its
+    /// own ([`metrics_router`]).
+    pub metrics_on_api: bool,
 }
 
 impl AppState {
@@ -42,16 +49,23 @@ impl AppState {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
-        .merge(execute::router())
-        .merge(stream::router())
-        .merge(sessions::router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let mut protected = Router::new().merge(execute::router()).merge(stream::router()).merge(sessions::router());
+    if state.metrics_on_api {
+        protected = protected.merge(metrics::router());
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(protected)
         .merge(health::router())
-        .layer(middleware::from_fn(access_log::log_request))
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), access_log::log_request))
         .layer(CorsLayer::permissive())
+        .with_state(state)
+}
+
+/// `GET /metrics` alone, without a token: for the listener of its own that `metrics_listen` configures.
+pub fn metrics_router(state: AppState) -> Router {
+    metrics::router()
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), access_log::log_request))
         .with_state(state)
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{error_chain, PooledKernel, Shared};
+use crate::metrics::Termination;
 
 /// Warm starts run at most this many at a time, so a refill does not starve running sessions of CPU.
 const PARALLEL_WARM_STARTS: usize = 2;
@@ -30,7 +31,7 @@ pub(super) async fn refill(shared: Arc<Shared>) {
             let shared = shared.clone();
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
-                let result = shared.launcher.launch(slot.index()).await;
+                let result = shared.launch(slot.index()).await;
                 let unwanted = {
                     let mut state = shared.state();
                     state.warm_starting -= 1;
@@ -55,7 +56,7 @@ pub(super) async fn refill(shared: Arc<Shared>) {
                 };
                 match unwanted {
                     None => {}
-                    Some(Ok(kernel)) => kernel.destroy().await,
+                    Some(Ok(kernel)) => kernel.destroy(&shared.metrics, Termination::Shutdown).await,
                     Some(Err(err)) => {
                         tracing::error!(cause = %error_chain(&err), "warm sandbox start failed");
                         shared.initializing.store(false, Ordering::Release);
@@ -94,7 +95,7 @@ pub(super) async fn reap(shared: Arc<Shared>) {
         };
         for (user, session) in idle {
             tracing::info!(%user, "recycling idle session");
-            session.close().await;
+            session.close(Termination::IdleTimeout).await;
         }
         if !shared.state().closed {
             shared.refill.notify_one();

@@ -24,6 +24,7 @@ use session::SessionHandle;
 use slots::{Slot, Slots};
 
 use crate::launcher::{Kernel, LaunchError, Launcher};
+use crate::metrics::{Census, Metrics, Termination};
 
 /// What the pool needs to know of the configuration.
 #[derive(Debug, Clone)]
@@ -83,7 +84,9 @@ pub struct PooledKernel {
 }
 
 impl PooledKernel {
-    async fn destroy(self) {
+    /// Destroys the kernel's sandbox, counted under `why`.
+    async fn destroy(self, metrics: &Metrics, why: Termination) {
+        metrics.sandbox_terminated(why);
         self.kernel.destroy().await;
     }
 }
@@ -116,6 +119,8 @@ struct Shared {
     refill: Notify,
     /// Cancelled on shutdown: stops the background tasks.
     closing: CancellationToken,
+    /// Where executions, sandbox starts and terminations are counted.
+    metrics: Metrics,
 }
 
 impl Shared {
@@ -141,7 +146,8 @@ impl Shared {
                 return Ok(Reservation::Warm(Box::new(kernel)));
             }
             tracing::warn!(sandbox = %kernel.kernel.name, "a warm kernel had died; discarding it");
-            tokio::spawn(kernel.destroy());
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move { kernel.destroy(&metrics, Termination::WarmDied).await });
         }
         state.claims.retain(|claim| !claim.is_closed());
         match self.slots.take() {
@@ -162,7 +168,7 @@ impl Shared {
             match reservation {
                 Reservation::Warm(kernel) => return Ok(*kernel),
                 Reservation::Cold(slot) => {
-                    let kernel = self.launcher.launch(slot.index()).await.map_err(|err| {
+                    let kernel = self.launch(slot.index()).await.map_err(|err| {
                         tracing::error!(cause = %error_chain(&err), "cold sandbox start failed");
                         PoolError::Launch(error_chain(&err))
                     })?;
@@ -174,6 +180,14 @@ impl Shared {
                 },
             }
         }
+    }
+
+    /// Starts a kernel in sandbox slot `slot`, timing the start.
+    async fn launch(&self, slot: usize) -> Result<Kernel, LaunchError> {
+        let started = std::time::Instant::now();
+        let result = self.launcher.launch(slot).await;
+        self.metrics.sandbox_started(result.as_ref().ok().map(|_| started.elapsed()));
+        result
     }
 
     /// Hands a freshly started warm kernel to the oldest waiting claim, else puts it in the warm pool.
@@ -196,7 +210,7 @@ pub struct Pool {
 
 impl Pool {
     /// Removes what an earlier run left, then starts the background refill and reaper.
-    pub fn start(config: PoolConfig, launcher: Arc<dyn Launcher>) -> Result<Pool, LaunchError> {
+    pub fn start(config: PoolConfig, launcher: Arc<dyn Launcher>, metrics: Metrics) -> Result<Pool, LaunchError> {
         let removed = launcher.cleanup_stale()?;
         if removed > 0 {
             tracing::info!(removed, "removed sandboxes left by an earlier run");
@@ -215,6 +229,7 @@ impl Pool {
             }),
             refill: Notify::new(),
             closing: CancellationToken::new(),
+            metrics,
         });
         tokio::spawn(maintain::refill(shared.clone()));
         tokio::spawn(maintain::reap(shared.clone()));
@@ -267,7 +282,7 @@ impl Pool {
         let handle = self.shared.state().sessions.remove(user);
         match handle {
             Some(handle) => {
-                handle.close().await;
+                handle.close(Termination::Released).await;
                 self.shared.refill.notify_one();
                 true
             }
@@ -288,6 +303,22 @@ impl Pool {
         }
     }
 
+    /// Counts for the metrics' gauges, read now.
+    pub fn census(&self) -> Census {
+        let state = self.shared.state();
+        let total = self.shared.slots.in_use();
+        let sessions_busy = state.sessions.values().filter(|session| session.activity().is_busy()).count();
+        Census {
+            warm: state.warm.len(),
+            starting: state.warm_starting,
+            assigned: total.saturating_sub(state.warm.len() + state.warm_starting),
+            max: self.shared.config.max,
+            sessions_busy,
+            sessions_idle: state.sessions.len() - sessions_busy,
+            initializing: self.shared.initializing.load(Ordering::Acquire),
+        }
+    }
+
     /// Stops taking requests and destroys every kernel, waiting (bounded) until all are gone.
     pub async fn shutdown(&self) {
         let (sessions, warm) = {
@@ -297,8 +328,11 @@ impl Pool {
             (std::mem::take(&mut state.sessions), std::mem::take(&mut state.warm))
         };
         self.shared.closing.cancel();
-        let closes = sessions.into_values().map(|s| tokio::spawn(async move { s.close().await }));
-        let kills = warm.into_iter().map(|k| tokio::spawn(k.destroy()));
+        let closes = sessions.into_values().map(|s| tokio::spawn(s.close(Termination::Shutdown)));
+        let kills = warm.into_iter().map(|k| {
+            let metrics = self.shared.metrics.clone();
+            tokio::spawn(async move { k.destroy(&metrics, Termination::Shutdown).await })
+        });
         for task in closes.chain(kills).collect::<Vec<_>>() {
             let _ = task.await;
         }

@@ -2,7 +2,7 @@
 //! arrival order, replacing the kernel when it was lost, and destroying it when released.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -10,7 +10,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::output::OutputTap;
-use super::{execution, Execution, PoolError, PooledKernel, Reservation, Shared};
+use super::{execution, End, Execution, PoolError, PooledKernel, Reservation, Shared};
+use crate::metrics::Termination;
 
 type Reply = oneshot::Sender<Result<Execution, PoolError>>;
 
@@ -34,6 +35,8 @@ pub(super) struct Activity {
     last: Mutex<Instant>,
     pending: AtomicUsize,
     running: Mutex<Option<kernel::Interrupter>>,
+    /// Why the session was closed, for the termination count of its kernel.
+    closed_for: OnceLock<Termination>,
 }
 
 impl Activity {
@@ -48,6 +51,11 @@ impl Activity {
             Some(interrupter) => interrupter.interrupt().await.map(|()| true),
             None => Ok(false),
         }
+    }
+
+    /// Whether the session has code running or queued.
+    pub(super) fn is_busy(&self) -> bool {
+        self.pending.load(Ordering::Acquire) > 0
     }
 
     /// Whether the session has had no work for at least `idle`.
@@ -79,8 +87,9 @@ impl SessionHandle {
     }
 
     /// Stops the session: a running execution is abandoned, queued ones are answered `Released`, and the kernel
-    /// is destroyed before this returns.
-    pub(super) async fn close(self) {
+    /// is destroyed (counted under `why`) before this returns.
+    pub(super) async fn close(self, why: Termination) {
+        let _ = self.activity.closed_for.set(why);
         self.cancel.cancel();
         let _ = self.task.await;
     }
@@ -93,6 +102,7 @@ pub(super) fn spawn(shared: Arc<Shared>, user: String, reservation: Reservation)
         last: Mutex::new(Instant::now()),
         pending: AtomicUsize::new(0),
         running: Mutex::new(None),
+        closed_for: OnceLock::new(),
     });
     let cancel = CancellationToken::new();
     let actor = Actor { shared, user, activity: activity.clone(), cancel: cancel.clone() };
@@ -127,6 +137,10 @@ impl Actor {
             };
             self.activity.touch();
             self.finished();
+            if let Ok(execution) = &outcome {
+                let ran = (!matches!(execution.end, End::DiedIdle(_))).then_some(execution.duration);
+                self.shared.metrics.execution_ended(execution.end.reason(), ran);
+            }
             let _ = job.reply.send(outcome);
         }
         queue.close();
@@ -134,7 +148,8 @@ impl Actor {
             let _ = job.reply.send(Err(PoolError::Released));
         }
         if let Some(kernel) = kernel {
-            kernel.destroy().await;
+            let why = self.activity.closed_for.get().copied().unwrap_or(Termination::Released);
+            kernel.destroy(&self.shared.metrics, why).await;
         }
         tracing::info!("session closed");
     }
@@ -153,10 +168,11 @@ impl Actor {
         if let Some(dead) = kernel.take_if(|k| k.kernel.process.has_exited()) {
             let exit = dead.kernel.process.exited().await;
             tracing::info!(sandbox = %dead.kernel.name, %exit, "the session's kernel had died while idle");
-            dead.destroy().await;
+            let not_run = Execution::not_run(exit, self.shared.config.limits);
+            dead.destroy(&self.shared.metrics, Termination::StateLost(not_run.end.reason())).await;
             self.shared.refill.notify_one();
             // Running the code on a fresh kernel would hide that its variables are gone: say so instead.
-            return Ok(Execution::not_run(exit, self.shared.config.limits));
+            return Ok(not_run);
         }
         if kernel.is_none() {
             let reserved = match reservation.take() {
@@ -179,7 +195,7 @@ impl Actor {
         );
         if execution.end.state_lost() {
             if let Some(lost) = kernel.take() {
-                lost.destroy().await;
+                lost.destroy(&self.shared.metrics, Termination::StateLost(execution.end.reason())).await;
             }
             self.shared.refill.notify_one();
         }

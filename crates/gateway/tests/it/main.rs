@@ -5,6 +5,7 @@ mod bad_input;
 mod escape;
 mod execution;
 mod lifecycle;
+mod metrics;
 mod sandbox;
 mod util;
 mod zygote;
