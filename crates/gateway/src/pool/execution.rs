@@ -34,7 +34,7 @@ pub enum End {
 impl End {
     /// Whether the session's variables are gone (its kernel must be replaced).
     pub fn state_lost(&self) -> bool {
-        matches!(self, End::TimeoutRestarted | End::Died(_) | End::DiedIdle(_) | End::Unresponsive(_))
+        matches!(self, End::TimeoutRestarted | End::PidsLimit | End::Died(_) | End::DiedIdle(_) | End::Unresponsive(_))
     }
 
     /// The name of this end in answers and logs.

@@ -197,6 +197,24 @@ async fn memory_limit_is_out_of_memory() {
     assert_eq!(api.run_ok(&who, "'alive'").await, "'alive'");
 }
 
+/// A fork bomb that the kernel survives (the code catches the error) is still reported as `pids_limit`, and the
+/// answer's word holds: the kernel and every process it started are replaced, the state is gone, the session works.
+#[tokio::test]
+async fn pids_limit_replaces_the_kernel() {
+    let api = shared().client();
+    let who = user("pids");
+    api.run_ok(&who, "before = 'set'").await;
+    let code = "import os, time\nforks = 0\ntry:\n    while forks < 5000:\n        if os.fork() == 0:\n            \
+                time.sleep(60)\n            os._exit(0)\n        forks += 1\nexcept OSError as e:\n    \
+                print('stopped', type(e).__name__, forks)";
+    let (status, body) = api.execute(&who, code).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("pids_limit"), Some(true)), "{body}");
+    assert_eq!(api.run_ok(&who, "'before' in globals()").await, "False");
+    let leftovers = "import os; sum(1 for p in os.listdir('/proc') if p.isdigit())";
+    assert!(api.run_ok(&who, leftovers).await.parse::<u32>().unwrap() < 10, "the forked sleepers were not killed");
+}
+
 /// One user's concurrent requests run one at a time, in arrival order.
 #[tokio::test]
 async fn a_users_requests_run_in_order() {
