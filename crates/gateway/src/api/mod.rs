@@ -1,10 +1,12 @@
 //! The HTTP API: one router per resource, token check, CORS. Knows HTTP, nothing of kernels.
 
 mod access_log;
+pub mod bodies;
 mod body;
 mod error;
 mod execute;
 mod health;
+mod openapi;
 mod sessions;
 mod stream;
 
@@ -15,6 +17,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
 use tower_http::cors::CorsLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
 
@@ -40,16 +43,21 @@ impl AppState {
     }
 }
 
-/// The whole API.
+/// The whole API. Every route is added through an `OpenApiRouter` with `utoipa_axum::routes!`, which registers it
+/// together with its `#[utoipa::path]` documentation: `/openapi.json` lists exactly the routes served (a unit
+/// test in `openapi/tests.rs` holds the router to that).
 pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
-        .merge(execute::router())
-        .merge(stream::router())
-        .merge(sessions::router())
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
+    let protected = OpenApiRouter::new().merge(execute::router()).merge(stream::router()).merge(sessions::router());
+    let protected =
+        openapi::requiring_token(protected).route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let (routes, document) = OpenApiRouter::with_openapi(openapi::base_document())
         .merge(protected)
         .merge(health::router())
+        .merge(openapi::router())
+        .split_for_parts();
+    let document = openapi::with_body_refusals(document);
+    routes
+        .layer(openapi::serving(&document))
         .layer(middleware::from_fn(access_log::log_request))
         .layer(CorsLayer::permissive())
         .with_state(state)

@@ -5,6 +5,7 @@ mod bad_input;
 mod escape;
 mod execution;
 mod lifecycle;
+mod openapi;
 mod sandbox;
 mod util;
 mod zygote;
