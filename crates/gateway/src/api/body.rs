@@ -5,6 +5,7 @@ use axum::body::Body;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 
+use super::bodies::{Location, ValidationError};
 use super::error::ApiError;
 
 /// Longest `user_uuid` accepted.
@@ -22,18 +23,18 @@ pub(super) async fn string_fields<const N: usize>(
     let bytes = read_limited(body, limit).await?;
     let value = parse(&bytes)?;
     let Value::Object(object) = &value else {
-        return Err(ApiError::Validation(vec![json!({
-            "type": "model_attributes_type",
-            "loc": ["body"],
-            "msg": "Input should be a valid dictionary or object to extract fields from",
-            "input": value,
-        })]));
+        return Err(ApiError::Validation(vec![refusal(
+            "model_attributes_type",
+            None,
+            "Input should be a valid dictionary or object to extract fields from".into(),
+            value,
+        )]));
     };
     let mut errors = Vec::new();
     let values = fields.map(|field| match check(object, &field) {
         Ok(text) => text,
         Err(error) => {
-            errors.push(error);
+            errors.push(*error);
             String::new()
         }
     });
@@ -80,46 +81,46 @@ pub(super) struct Field {
 
 fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::Validation(vec![json!({
-            "type": "missing", "loc": ["body"], "msg": "Field required", "input": null,
-        })]));
+        return Err(ApiError::Validation(vec![refusal("missing", None, "Field required".into(), Value::Null)]));
     }
     serde_json::from_slice(bytes).map_err(|err| {
-        ApiError::Validation(vec![json!({
-            "type": "json_invalid",
-            "loc": ["body", err.column()],
-            "msg": "JSON decode error",
-            "input": {},
-            "ctx": { "error": err.to_string() },
-        })])
+        let mut error = refusal("json_invalid", None, "JSON decode error".into(), json!({}));
+        error.loc.push(Location::Index(err.column()));
+        error.ctx = Some(json!({ "error": err.to_string() }));
+        ApiError::Validation(vec![error])
     })
 }
 
-fn check(object: &Map<String, Value>, field: &Field) -> Result<String, Value> {
-    let input = Value::Object(object.clone());
+/// A problem at `body` or at `body.<field>`.
+fn refusal(kind: &'static str, field: Option<&'static str>, msg: String, input: Value) -> ValidationError {
+    let loc = std::iter::once("body").chain(field).map(Location::Key).collect();
+    ValidationError { kind, loc, msg, input, ctx: None }
+}
+
+/// The field's text, or the problem with it (boxed: it is large, and rare).
+fn check(object: &Map<String, Value>, field: &Field) -> Result<String, Box<ValidationError>> {
+    let at = Some(field.name);
     match object.get(field.name) {
-        None => Err(json!({ "type": "missing", "loc": ["body", field.name], "msg": "Field required", "input": input })),
+        None => Err(Box::new(refusal("missing", at, "Field required".into(), Value::Object(object.clone())))),
         Some(Value::String(text)) => {
             let chars = text.chars().count();
             if chars < field.min {
-                Err(json!({
-                    "type": "string_too_short", "loc": ["body", field.name],
-                    "msg": format!("String should have at least {} character", field.min),
-                    "input": text, "ctx": { "min_length": field.min },
-                }))
+                let msg = format!("String should have at least {} character", field.min);
+                let mut error = refusal("string_too_short", at, msg, Value::String(text.clone()));
+                error.ctx = Some(json!({ "min_length": field.min }));
+                Err(Box::new(error))
             } else if chars > field.max {
-                Err(json!({
-                    "type": "string_too_long", "loc": ["body", field.name],
-                    "msg": format!("String should have at most {} characters", field.max),
-                    "input": text.chars().take(64).collect::<String>(), "ctx": { "max_length": field.max },
-                }))
+                let msg = format!("String should have at most {} characters", field.max);
+                let mut error = refusal("string_too_long", at, msg, text.chars().take(64).collect::<String>().into());
+                error.ctx = Some(json!({ "max_length": field.max }));
+                Err(Box::new(error))
             } else {
                 Ok(text.clone())
             }
         }
-        Some(other) => Err(json!({
-            "type": "string_type", "loc": ["body", field.name], "msg": "Input should be a valid string", "input": other,
-        })),
+        Some(other) => {
+            Err(Box::new(refusal("string_type", at, "Input should be a valid string".into(), other.clone())))
+        }
     }
 }
 
@@ -131,8 +132,9 @@ mod tests {
     const CODE: Field = Field { name: "code", min: 0, max: usize::MAX };
 
     async fn fields(body: &[u8]) -> Result<[String; 2], Vec<Value>> {
+        let as_json = |list: Vec<ValidationError>| list.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
         string_fields(Body::from(body.to_vec()), 1 << 20, [USER, CODE]).await.map_err(|err| match err {
-            ApiError::Validation(list) => list,
+            ApiError::Validation(list) => as_json(list),
             other => panic!("not a validation error: {other:?}"),
         })
     }
@@ -227,6 +229,7 @@ mod properties {
                     prop_assert!(!valid);
                     prop_assert!(!errors.is_empty());
                     for error in errors {
+                        let error = serde_json::to_value(error).unwrap();
                         prop_assert!(error["type"].is_string() && error["msg"].is_string() && error["loc"].is_array());
                     }
                 }

@@ -3,8 +3,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
 
+use super::bodies::{Detail, ExecutionFailure, ValidationError, ValidationErrors};
 use crate::pool::{error_chain, PoolError};
 
 /// A request that did not produce a 200.
@@ -15,7 +15,7 @@ pub enum ApiError {
     Unauthorized,
     /// The body is not what the endpoint takes; FastAPI-style error list.
     #[error("invalid request body")]
-    Validation(Vec<Value>),
+    Validation(Vec<ValidationError>),
     /// The body is larger than allowed.
     #[error("the request body is larger than {limit} bytes")]
     TooLarge {
@@ -32,10 +32,13 @@ pub enum ApiError {
     },
     /// The code ran and failed (raised, timed out, killed the kernel): a full 400 body.
     #[error("execution failed")]
-    Execution(Box<Value>),
-    /// The sandbox stopped answering.
+    Execution(Box<ExecutionFailure>),
+    /// The sandbox stopped answering during an execution: a full 504 body.
     #[error("the sandbox stopped answering")]
-    Unresponsive(Box<Value>),
+    Unresponsive(Box<ExecutionFailure>),
+    /// The sandbox did not take an interrupt.
+    #[error("The interrupt could not be delivered: the sandbox did not answer ({0}).")]
+    InterruptUndelivered(String),
     /// The pool could not serve the request.
     #[error(transparent)]
     Pool(#[from] PoolError),
@@ -49,23 +52,30 @@ impl ApiError {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge { .. } | ApiError::CodeTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Execution(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unresponsive(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unresponsive(_) | ApiError::InterruptUndelivered(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Pool(PoolError::Released) => StatusCode::CONFLICT,
             ApiError::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
+    }
+
+    /// The answer of an error that is only a `detail` (every one but a validation or execution failure).
+    pub fn detail(&self) -> Detail {
+        let detail = match self {
+            ApiError::Pool(err) => error_chain(err),
+            other => other.to_string(),
+        };
+        Detail { detail }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
-        let body = match self {
-            ApiError::Validation(errors) => json!({ "detail": errors }),
-            ApiError::Execution(body) | ApiError::Unresponsive(body) => *body,
-            ApiError::Pool(err) => json!({ "detail": error_chain(&err) }),
-            other => json!({ "detail": other.to_string() }),
-        };
-        (status, Json(body)).into_response()
+        match self {
+            ApiError::Validation(detail) => (status, Json(ValidationErrors { detail })).into_response(),
+            ApiError::Execution(body) | ApiError::Unresponsive(body) => (status, Json(body)).into_response(),
+            other => (status, Json(other.detail())).into_response(),
+        }
     }
 }
 

@@ -2,22 +2,46 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
-use kernel::{ErrorInfo, Output, StreamName};
-use serde_json::{json, Map, Value};
+use axum::Json;
+use kernel::{Output, StreamName};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::bodies::{Detail, ErrorBody, ExecuteAnswer, ExecuteRequest, ExecutionFailure, Reason, RunRecord};
 use super::body::{string_fields, Field, USER_FIELD};
 use super::{ApiError, AppState};
 use crate::launcher::Exit;
 use crate::pool::{End, Execution};
 
 /// `POST /execute`.
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/execute", post(execute))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(execute))
 }
 
-async fn execute(State(state): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+/// Runs the code in the user's session and answers once it has ended.
+///
+/// The first request of a `user_uuid` binds a sandbox to it; later requests run in the same interpreter, so
+/// variables, imports and functions persist. Requests of one user run one at a time in arrival order; different
+/// users run in parallel. After a lost state (`state_lost: true`) the next request of that user gets a fresh
+/// interpreter.
+#[utoipa::path(
+    post,
+    path = "/execute",
+    tag = "execution",
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "The code ran to its end.", body = ExecuteAnswer),
+        (status = 400, description = "The code raised, timed out, or its kernel died; `reason` says which and \
+            `state_lost` whether the session's variables are gone.", body = ExecutionFailure),
+        (status = 409, description = "The session was released while this request waited for it.", body = Detail),
+        (status = 503, description = "No sandbox can be had now: the pool is full, or still initializing (the \
+            detail says which).", body = Detail),
+        (status = 504, description = "The sandbox stopped answering: it was replaced and the state was lost \
+            (reason `unresponsive`).", body = ExecutionFailure),
+    )
+)]
+async fn execute(State(state): State<AppState>, body: Body) -> Result<Json<ExecuteAnswer>, ApiError> {
     let (user, code) = user_and_code(&state, body).await?;
     let execution = state.pool.execute(&user, code).await?;
     answer(execution, state.memory_limit_mib)
@@ -36,15 +60,9 @@ pub(super) async fn user_and_code(state: &AppState, body: Body) -> Result<(Strin
 }
 
 /// The 200 body, or the 400/504 body, of a finished execution.
-pub(super) fn answer(execution: Execution, memory_limit_mib: u64) -> Result<Json<Value>, ApiError> {
-    let outputs: Vec<Value> = execution.outputs.iter().map(output_json).collect();
-    let mut body = Map::new();
+pub(super) fn answer(execution: Execution, memory_limit_mib: u64) -> Result<Json<ExecuteAnswer>, ApiError> {
     let detail = match &execution.end {
-        End::Ok => {
-            body.insert("result_text".into(), result_text(&execution.outputs).map_or(Value::Null, Value::String));
-            body.insert("result_base64".into(), last_png(&execution.outputs).map_or(Value::Null, Value::String));
-            None
-        }
+        End::Ok => None,
         End::Error(error) => Some(format!("Python Execution Error: {}: {}", error.ename, error.evalue)),
         End::Timeout => Some(format!(
             "Execution timed out after {} s: the code was interrupted and the session's state was kept.",
@@ -76,22 +94,34 @@ pub(super) fn answer(execution: Execution, memory_limit_mib: u64) -> Result<Json
             Some(format!("The sandbox stopped answering ({err}): it was replaced and the session's state was lost."))
         }
     };
-    if let Some(detail) = &detail {
-        body.insert("detail".into(), Value::String(detail.clone()));
-        body.insert("reason".into(), execution.end.reason().into());
-        body.insert("state_lost".into(), execution.end.state_lost().into());
-        if let End::Error(error) = &execution.end {
-            body.insert("error".into(), error_json(error));
-        }
+    let Some((detail, reason)) = detail.zip(Reason::of(&execution.end)) else {
+        let result_text = result_text(&execution.outputs);
+        let result_base64 = last_png(&execution.outputs);
+        return Ok(Json(ExecuteAnswer { result_text, result_base64, run: run_record(execution) }));
+    };
+    let failure = Box::new(ExecutionFailure {
+        detail,
+        reason,
+        state_lost: execution.end.state_lost(),
+        error: match &execution.end {
+            End::Error(error) => Some(ErrorBody::from(error)),
+            _ => None,
+        },
+        run: run_record(execution),
+    });
+    match failure.reason {
+        Reason::Unresponsive => Err(ApiError::Unresponsive(failure)),
+        _ => Err(ApiError::Execution(failure)),
     }
-    body.insert("outputs".into(), Value::Array(outputs));
-    body.insert("execution_count".into(), execution.execution_count.map_or(Value::Null, Value::from));
-    body.insert("duration_ms".into(), json!(execution.duration.as_secs_f64() * 1e3));
-    body.insert("output_truncated".into(), execution.output_truncated.into());
-    match execution.end {
-        End::Ok => Ok(Json(Value::Object(body))),
-        End::Unresponsive(_) => Err(ApiError::Unresponsive(Box::new(Value::Object(body)))),
-        _ => Err(ApiError::Execution(Box::new(Value::Object(body)))),
+}
+
+/// The outputs, counter, duration and truncation flag every answer of an execution carries.
+fn run_record(execution: Execution) -> RunRecord {
+    RunRecord {
+        outputs: execution.outputs.into_iter().map(Into::into).collect(),
+        execution_count: execution.execution_count,
+        duration_ms: execution.duration.as_secs_f64() * 1e3,
+        output_truncated: execution.output_truncated,
     }
 }
 
@@ -123,46 +153,26 @@ fn last_png(outputs: &[Output]) -> Option<String> {
     })
 }
 
-fn error_json(error: &ErrorInfo) -> Value {
-    json!({ "ename": error.ename, "evalue": error.evalue, "traceback": error.traceback })
-}
-
-/// One output as the `outputs` list shows it.
-pub(super) fn output_json(output: &Output) -> Value {
-    match output {
-        Output::Stream { name, text } => json!({
-            "type": "stream",
-            "name": match name { StreamName::Stdout => "stdout", StreamName::Stderr => "stderr" },
-            "text": text,
-        }),
-        Output::DisplayData { data, metadata } => {
-            with_metadata(json!({ "type": "display_data", "data": data }), metadata)
-        }
-        Output::ExecuteResult { data, metadata, execution_count } => with_metadata(
-            json!({ "type": "execute_result", "data": data, "execution_count": execution_count }),
-            metadata,
-        ),
-        Output::Error(error) => {
-            json!({ "type": "error", "ename": error.ename, "evalue": error.evalue, "traceback": error.traceback })
-        }
-        Output::ClearOutput { wait } => json!({ "type": "clear_output", "wait": wait }),
-        Output::UpdateDisplayData { data, metadata, .. } => {
-            with_metadata(json!({ "type": "update_display_data", "data": data }), metadata)
-        }
-    }
-}
-
-fn with_metadata(mut value: Value, metadata: &Map<String, Value>) -> Value {
-    if !metadata.is_empty() {
-        value["metadata"] = Value::Object(metadata.clone());
-    }
-    value
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kernel::ErrorInfo;
+    use serde_json::Map;
     use std::time::Duration;
+
+    /// The answer's status and body as the client reads them.
+    fn sent(execution: Execution, memory_limit_mib: u64) -> (u16, Value) {
+        match answer(execution, memory_limit_mib) {
+            Ok(Json(body)) => (200, serde_json::to_value(body).unwrap()),
+            Err(ApiError::Execution(body)) => (400, serde_json::to_value(body).unwrap()),
+            Err(ApiError::Unresponsive(body)) => (504, serde_json::to_value(body).unwrap()),
+            Err(other) => panic!("not an execution's answer: {other:?}"),
+        }
+    }
+
+    fn keys(body: &Value) -> Vec<&str> {
+        body.as_object().unwrap().keys().map(String::as_str).collect()
+    }
 
     fn stream(name: StreamName, text: &str) -> Output {
         Output::Stream { name, text: text.into() }
@@ -201,20 +211,24 @@ mod tests {
             Output::DisplayData { data: bundle(&[("image/png", "second\n")]), metadata: Map::new() },
             Output::ExecuteResult { execution_count: 3, data: bundle(&[("text/plain", "42")]), metadata: Map::new() },
         ];
-        let Json(body) = answer(finished(outputs, End::Ok), 1024).unwrap();
+        let (status, body) = sent(finished(outputs, End::Ok), 1024);
+        assert_eq!(status, 200);
         assert_eq!(body["result_text"], "a\n42");
         assert_eq!(body["result_base64"], "second");
         assert_eq!(body["outputs"].as_array().unwrap().len(), 5);
         assert_eq!(body["outputs"][1]["name"], "stderr");
         assert_eq!(body["execution_count"], 3);
-        let keys: Vec<_> = body.as_object().unwrap().keys().take(2).cloned().collect();
-        assert_eq!(keys, ["result_text", "result_base64"]);
+        let expected =
+            ["result_text", "result_base64", "outputs", "execution_count", "duration_ms", "output_truncated"];
+        assert_eq!(keys(&body), expected);
+        assert_eq!(keys(&body["outputs"][2]), ["type", "data"], "empty metadata is left out");
+        assert_eq!(keys(&body["outputs"][4]), ["type", "data", "execution_count"]);
     }
 
     /// No text and no image give nulls, as in the original.
     #[test]
     fn empty_answer_is_null() {
-        let Json(body) = answer(finished(vec![], End::Ok), 1024).unwrap();
+        let (_, body) = sent(finished(vec![], End::Ok), 1024);
         assert_eq!(body["result_text"], Value::Null);
         assert_eq!(body["result_base64"], Value::Null);
     }
@@ -227,11 +241,20 @@ mod tests {
             evalue: "division by zero".into(),
             traceback: vec!["tb".into()],
         };
-        let Err(ApiError::Execution(body)) =
-            answer(finished(vec![Output::Error(error.clone())], End::Error(error)), 1024)
-        else {
-            panic!("not a 400");
-        };
+        let (status, body) = sent(finished(vec![Output::Error(error.clone())], End::Error(error)), 1024);
+        assert_eq!(status, 400);
+        let expected = [
+            "detail",
+            "reason",
+            "state_lost",
+            "error",
+            "outputs",
+            "execution_count",
+            "duration_ms",
+            "output_truncated",
+        ];
+        assert_eq!(keys(&body), expected);
+        assert_eq!(keys(&body["outputs"][0]), ["type", "ename", "evalue", "traceback"]);
         assert_eq!(body["detail"], "Python Execution Error: ZeroDivisionError: division by zero");
         assert_eq!(body["reason"], "error");
         assert_eq!(body["state_lost"], false);
@@ -241,20 +264,39 @@ mod tests {
     /// Kernel deaths are named by cause and say the state is lost.
     #[test]
     fn deaths_are_named() {
-        let Err(ApiError::Execution(body)) = answer(finished(vec![], End::Died(Exit::OutOfMemory)), 512) else {
-            panic!()
-        };
+        let (_, body) = sent(finished(vec![], End::Died(Exit::OutOfMemory)), 512);
         assert_eq!(body["reason"], "out_of_memory");
         assert_eq!(body["state_lost"], true);
         assert!(body["detail"].as_str().unwrap().contains("512 MiB"));
-        let Err(ApiError::Execution(body)) = answer(finished(vec![], End::Died(Exit::Code(1))), 512) else { panic!() };
+        let (_, body) = sent(finished(vec![], End::Died(Exit::Code(1))), 512);
         assert_eq!(body["reason"], "kernel_died");
-        let Err(ApiError::Execution(body)) = answer(finished(vec![], End::DiedIdle(Exit::Signal(9))), 512) else {
-            panic!()
-        };
+        let (_, body) = sent(finished(vec![], End::DiedIdle(Exit::Signal(9))), 512);
         assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("kernel_died"), Some(true)));
         assert!(body["detail"].as_str().unwrap().contains("was not run"), "{body}");
-        let Err(ApiError::Execution(body)) = answer(finished(vec![], End::Timeout), 512) else { panic!() };
+        let (_, body) = sent(finished(vec![], End::Timeout), 512);
         assert_eq!((body["reason"].as_str(), body["state_lost"].as_bool()), (Some("timeout"), Some(false)));
+    }
+
+    /// Every end's `reason` in the answer is the name the pool logs, and a failure has no `error` unless it raised.
+    #[test]
+    fn reasons_are_the_pools_names() {
+        let unresponsive = End::Unresponsive(kernel::Error::Closed);
+        let ends = [
+            End::Timeout,
+            End::TimeoutRestarted,
+            End::PidsLimit,
+            End::Died(Exit::OutOfMemory),
+            End::Died(Exit::PidsLimit),
+            End::Died(Exit::Signal(11)),
+            End::DiedIdle(Exit::Code(1)),
+            unresponsive,
+        ];
+        for end in ends {
+            let name = end.reason();
+            let (status, body) = sent(finished(vec![], end), 512);
+            assert_eq!(body["reason"], name);
+            assert_eq!(status, if name == "unresponsive" { 504 } else { 400 });
+            assert!(body.get("error").is_none(), "{body}");
+        }
     }
 }

@@ -1,16 +1,24 @@
 //! `GET /health`: the liveness probe, the one endpoint without a token.
 
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::bodies::HealthAnswer;
 use super::AppState;
 
 /// `GET /health`.
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health))
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// A liveness probe: answers as long as the server serves. Needs no token.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    responses((status = 200, description = "The server is up.", body = HealthAnswer))
+)]
+async fn health() -> Json<HealthAnswer> {
+    Json(HealthAnswer { status: "ok" })
 }

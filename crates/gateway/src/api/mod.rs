@@ -1,11 +1,13 @@
 //! The HTTP API: one router per resource, token check, CORS. Knows HTTP, nothing of kernels.
 
 mod access_log;
+pub mod bodies;
 mod body;
 mod error;
 mod execute;
 mod health;
 mod metrics;
+mod openapi;
 mod sessions;
 mod stream;
 
@@ -16,6 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
 use tower_http::cors::CorsLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
 
@@ -47,16 +50,24 @@ impl AppState {
     }
 }
 
-/// The whole API.
+/// The whole API. Every route is added through an `OpenApiRouter` with `utoipa_axum::routes!`, which registers it
+/// together with its `#[utoipa::path]` documentation: `/openapi.json` lists exactly the routes served (a unit
+/// test in `openapi/tests.rs` holds the router to that).
 pub fn router(state: AppState) -> Router {
-    let mut protected = Router::new().merge(execute::router()).merge(stream::router()).merge(sessions::router());
+    let mut protected = OpenApiRouter::new().merge(execute::router()).merge(stream::router()).merge(sessions::router());
     if state.metrics_on_api {
         protected = protected.merge(metrics::router());
     }
-    let protected = protected.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
+    let protected =
+        openapi::requiring_token(protected).route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let (routes, document) = OpenApiRouter::with_openapi(openapi::base_document())
         .merge(protected)
         .merge(health::router())
+        .merge(openapi::router())
+        .split_for_parts();
+    let document = openapi::with_body_refusals(document);
+    routes
+        .layer(openapi::serving(&document))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), access_log::log_request))
         .layer(CorsLayer::permissive())
         .with_state(state)
@@ -64,7 +75,7 @@ pub fn router(state: AppState) -> Router {
 
 /// `GET /metrics` alone, without a token: for the listener of its own that `metrics_listen` configures.
 pub fn metrics_router(state: AppState) -> Router {
-    metrics::router()
+    Router::from(metrics::router())
         .layer(middleware::from_fn_with_state(state.metrics.clone(), access_log::log_request))
         .with_state(state)
 }

@@ -6,6 +6,7 @@ mod escape;
 mod execution;
 mod lifecycle;
 mod metrics;
+mod openapi;
 mod sandbox;
 mod util;
 mod zygote;
