@@ -51,6 +51,8 @@ pub struct Config {
     pub output_limit_kib: u64,
     /// Largest code accepted per request, in KiB; beyond it `/execute` answers 413.
     pub code_limit_kib: u64,
+    /// Largest file accepted per upload to `/files`, in MiB; beyond it the upload answers 413.
+    pub file_limit_mib: u64,
     /// First uid of the range given to sandboxes (one uid per sandbox slot).
     pub uid_base: u32,
     /// How kernels are started: forked from the pre-loaded zygote (fast, shared memory) or exec'd fresh.
@@ -90,6 +92,7 @@ impl Default for Config {
             open_files_limit: 1024,
             output_limit_kib: 5 * 1024,
             code_limit_kib: 1024,
+            file_limit_mib: 100,
             uid_base: 200_000,
             launcher: LauncherKind::Zygote,
         }
@@ -178,6 +181,9 @@ impl Config {
         }
         if self.code_limit_kib > 64 * 1024 {
             return invalid("code_limit_kib", "must be at most 65536 (64 MiB)");
+        }
+        if self.file_limit_mib == 0 {
+            return invalid("file_limit_mib", "must be at least 1");
         }
         if self.pids_limit < 16 {
             return invalid("pids_limit", "must be at least 16");
@@ -307,6 +313,10 @@ pub struct Settings {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code_limit_kib: Option<u64>,
+    /// Largest upload to /files in MiB [default: 100]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_limit_mib: Option<u64>,
     /// First uid given to sandboxes [default: 200000]
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,7 @@
 //! - `token`: the API token (env, file, or generated).
 //! - `kernel_env`: the Python virtualenv the kernels run from, created on first start.
 //! - `api`: the HTTP routes (axum); knows HTTP, nothing of kernels.
+//! - `files`: files in a sandbox's `/sandbox`, reached from the host without leaving it (no HTTP).
 //! - `pool`: sessions, warm kernels, limits, refill and reaping; knows kernels, nothing of HTTP.
 //! - `launcher`: how a kernel is started: the `Launcher` trait and the sandboxed implementation.
 //! - `telemetry`: logging.
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod config;
+pub mod files;
 pub mod harness;
 pub mod kernel_env;
 pub mod launcher;
@@ -59,6 +61,7 @@ pub async fn run(
         token: token.into(),
         memory_limit_mib: config.memory_limit_mib,
         code_limit_bytes: (config.code_limit_kib as usize) * 1024,
+        file_limit_bytes: config.file_limit_mib << 20,
     };
     let app = api::router(state);
     // Answers are small and latency is the point: no Nagle delay on any connection.

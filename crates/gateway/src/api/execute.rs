@@ -88,6 +88,8 @@ pub(super) fn answer(execution: Execution, memory_limit_mib: u64) -> Result<Json
     body.insert("execution_count".into(), execution.execution_count.map_or(Value::Null, Value::from));
     body.insert("duration_ms".into(), json!(execution.duration.as_secs_f64() * 1e3));
     body.insert("output_truncated".into(), execution.output_truncated.into());
+    let files = execution.files.iter().map(|file| json!({ "path": file.path, "size": file.size })).collect();
+    body.insert("files".into(), Value::Array(files));
     match execution.end {
         End::Ok => Ok(Json(Value::Object(body))),
         End::Unresponsive(_) => Err(ApiError::Unresponsive(Box::new(Value::Object(body)))),
@@ -185,6 +187,7 @@ mod tests {
                 output_bytes: 1 << 20,
                 pids: 64,
             },
+            files: Vec::new(),
         }
     }
 

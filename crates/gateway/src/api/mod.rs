@@ -4,6 +4,7 @@ mod access_log;
 mod body;
 mod error;
 mod execute;
+mod files;
 mod health;
 mod sessions;
 mod stream;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub memory_limit_mib: u64,
     /// Largest code accepted; larger is 413.
     pub code_limit_bytes: usize,
+    /// Largest upload to `/files` accepted; larger is 413.
+    pub file_limit_bytes: u64,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(execute::router())
         .merge(stream::router())
         .merge(sessions::router())
+        .merge(files::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(protected)
