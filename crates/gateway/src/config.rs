@@ -54,6 +54,8 @@ pub struct Config {
     pub output_limit_kib: u64,
     /// Largest code accepted per request, in KiB; beyond it `/execute` answers 413.
     pub code_limit_kib: u64,
+    /// Largest file accepted per upload to `/files`, in MiB; beyond it the upload answers 413.
+    pub file_limit_mib: u64,
     /// First uid of the range given to sandboxes (one uid per sandbox slot).
     pub uid_base: u32,
     /// How kernels are started: forked from the pre-loaded zygote (fast, shared memory) or exec'd fresh.
@@ -94,6 +96,7 @@ impl Default for Config {
             open_files_limit: 1024,
             output_limit_kib: 5 * 1024,
             code_limit_kib: 1024,
+            file_limit_mib: 100,
             uid_base: 200_000,
             launcher: LauncherKind::Zygote,
         }
@@ -185,6 +188,9 @@ impl Config {
         }
         if self.metrics_listen.is_some_and(|metrics| metrics == self.listen && metrics.port() != 0) {
             return invalid("metrics_listen", "must differ from listen");
+        }
+        if self.file_limit_mib == 0 {
+            return invalid("file_limit_mib", "must be at least 1");
         }
         if self.pids_limit < 16 {
             return invalid("pids_limit", "must be at least 16");
@@ -318,6 +324,10 @@ pub struct Settings {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code_limit_kib: Option<u64>,
+    /// Largest upload to /files in MiB [default: 100]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_limit_mib: Option<u64>,
     /// First uid given to sandboxes [default: 200000]
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -5,6 +5,7 @@
 //! - `token`: the API token (env, file, or generated).
 //! - `kernel_env`: the Python virtualenv the kernels run from, created on first start.
 //! - `api`: the HTTP routes (axum); knows HTTP, nothing of kernels.
+//! - `files`: files in a sandbox's `/sandbox`, reached from the host without leaving it (no HTTP).
 //! - `pool`: sessions, warm kernels, limits, refill and reaping; knows kernels, nothing of HTTP.
 //! - `launcher`: how a kernel is started: the `Launcher` trait and the sandboxed implementation.
 //! - `metrics`: the Prometheus metrics the pool and the API update and `/metrics` shows.
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod config;
+pub mod files;
 pub mod harness;
 pub mod kernel_env;
 pub mod launcher;
@@ -75,6 +77,7 @@ pub async fn run(
         code_limit_bytes: (config.code_limit_kib as usize) * 1024,
         metrics,
         metrics_on_api: metrics_listener.is_none(),
+        file_limit_bytes: config.file_limit_mib << 20,
     };
     let stop = CancellationToken::new();
     if let Some(listener) = metrics_listener {

@@ -43,6 +43,17 @@ pub struct RunRecord {
     /// True when the outputs passed `output_limit_kib` (5 MiB): the output crossing the limit is cut with a
     /// marker, later ones are dropped (errors are kept).
     pub output_truncated: bool,
+    /// The files this run wrote (created or changed) in `/sandbox`, sorted by path; empty when none.
+    pub files: Vec<WrittenFile>,
+}
+
+/// A file a run wrote in `/sandbox`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WrittenFile {
+    /// Its path below `/sandbox`, e.g. `out/result.csv`.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// `200` of `POST /execute`: the code ran to its end.
@@ -50,7 +61,7 @@ pub struct RunRecord {
 #[schema(example = json!({"result_text": "hello\n42", "result_base64": null, "outputs": [
     {"type": "stream", "name": "stdout", "text": "hello\n"},
     {"type": "execute_result", "data": {"text/plain": "42"}, "execution_count": 1}],
-    "execution_count": 1, "duration_ms": 4.1, "output_truncated": false}))]
+    "execution_count": 1, "duration_ms": 4.1, "output_truncated": false, "files": []}))]
 pub struct ExecuteAnswer {
     /// Stdout, then the value of the last expression (`text/plain`), in the order emitted; null if none.
     #[schema(required = true)]
@@ -69,7 +80,7 @@ pub struct ExecuteAnswer {
     "reason": "error", "state_lost": false,
     "error": {"ename": "ZeroDivisionError", "evalue": "division by zero", "traceback": ["..."]},
     "outputs": [{"type": "error", "ename": "ZeroDivisionError", "evalue": "division by zero",
-    "traceback": ["..."]}], "execution_count": 2, "duration_ms": 3.2, "output_truncated": false}))]
+    "traceback": ["..."]}], "execution_count": 2, "duration_ms": 3.2, "output_truncated": false, "files": []}))]
 pub struct ExecutionFailure {
     /// What happened, e.g. `Python Execution Error: <ename>: <evalue>` (the original's text).
     pub detail: String,

@@ -9,7 +9,7 @@ use super::bodies::{Location, ValidationError};
 use super::error::ApiError;
 
 /// Longest `user_uuid` accepted.
-const USER_ID_MAX: usize = 256;
+pub(super) const USER_ID_MAX: usize = 256;
 
 /// The `user_uuid` field every endpoint takes: 1 to 256 characters.
 pub(super) const USER_FIELD: Field = Field { name: "user_uuid", min: 1, max: USER_ID_MAX };
@@ -47,7 +47,7 @@ pub(super) async fn string_fields<const N: usize>(
 
 /// A body larger than its limit is still read (and thrown away) up to this many bytes, so the client, which is
 /// usually still sending, gets to read the 413 instead of a reset connection.
-const DRAIN_CAP: usize = 64 * 1024 * 1024;
+pub(super) const DRAIN_CAP: usize = 64 * 1024 * 1024;
 
 /// Reads the whole body if it is at most `limit` bytes.
 async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::bodies::{Detail, ExecutionFailure, ValidationError, ValidationErrors};
+use crate::files::FilesError;
 use crate::pool::{error_chain, PoolError};
 
 /// A request that did not produce a 200.
@@ -42,6 +43,18 @@ pub enum ApiError {
     /// The pool could not serve the request.
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// The URL's path or query cannot be used.
+    #[error("invalid URL: {0}")]
+    InvalidUrl(String),
+    /// A files request for a user without a session (so without files).
+    #[error("user {user} has no session, so no files: upload a file or run code first")]
+    NoSession {
+        /// The user asked for.
+        user: String,
+    },
+    /// A file operation was refused or failed.
+    #[error(transparent)]
+    Files(#[from] FilesError),
 }
 
 impl ApiError {
@@ -53,8 +66,11 @@ impl ApiError {
             ApiError::TooLarge { .. } | ApiError::CodeTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Execution(_) => StatusCode::BAD_REQUEST,
             ApiError::Unresponsive(_) | ApiError::InterruptUndelivered(_) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Pool(PoolError::Released) => StatusCode::CONFLICT,
+            ApiError::Pool(PoolError::Released | PoolError::KernelLost) => StatusCode::CONFLICT,
             ApiError::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InvalidUrl(_) => StatusCode::BAD_REQUEST,
+            ApiError::NoSession { .. } => StatusCode::NOT_FOUND,
+            ApiError::Files(err) => files_status(err),
         }
     }
 
@@ -65,6 +81,24 @@ impl ApiError {
             other => other.to_string(),
         };
         Detail { detail }
+    }
+}
+
+/// Refusals are 4xx (bad paths 400, missing 404, not empty 409, too big or full 413); only an unexpected system
+/// failure is a 500.
+fn files_status(err: &FilesError) -> StatusCode {
+    match err {
+        FilesError::NotFound { .. } => StatusCode::NOT_FOUND,
+        FilesError::NotEmpty { .. } => StatusCode::CONFLICT,
+        FilesError::TooLarge { .. } | FilesError::NoSpace { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        FilesError::System { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        FilesError::Path(_)
+        | FilesError::Symlink { .. }
+        | FilesError::Outside { .. }
+        | FilesError::NotRegular { .. }
+        | FilesError::IsDirectory { .. }
+        | FilesError::NotADirectory { .. }
+        | FilesError::BodyCut(_) => StatusCode::BAD_REQUEST,
     }
 }
 

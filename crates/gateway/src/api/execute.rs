@@ -8,7 +8,9 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::bodies::{Detail, ErrorBody, ExecuteAnswer, ExecuteRequest, ExecutionFailure, Reason, RunRecord};
+use super::bodies::{
+    Detail, ErrorBody, ExecuteAnswer, ExecuteRequest, ExecutionFailure, Reason, RunRecord, WrittenFile,
+};
 use super::body::{string_fields, Field, USER_FIELD};
 use super::{ApiError, AppState};
 use crate::launcher::Exit;
@@ -122,6 +124,7 @@ fn run_record(execution: Execution) -> RunRecord {
         execution_count: execution.execution_count,
         duration_ms: execution.duration.as_secs_f64() * 1e3,
         output_truncated: execution.output_truncated,
+        files: execution.files.into_iter().map(|file| WrittenFile { path: file.path, size: file.size }).collect(),
     }
 }
 
@@ -195,6 +198,7 @@ mod tests {
                 output_bytes: 1 << 20,
                 pids: 64,
             },
+            files: Vec::new(),
         }
     }
 
@@ -219,7 +223,7 @@ mod tests {
         assert_eq!(body["outputs"][1]["name"], "stderr");
         assert_eq!(body["execution_count"], 3);
         let expected =
-            ["result_text", "result_base64", "outputs", "execution_count", "duration_ms", "output_truncated"];
+            ["result_text", "result_base64", "outputs", "execution_count", "duration_ms", "output_truncated", "files"];
         assert_eq!(keys(&body), expected);
         assert_eq!(keys(&body["outputs"][2]), ["type", "data"], "empty metadata is left out");
         assert_eq!(keys(&body["outputs"][4]), ["type", "data", "execution_count"]);
@@ -252,6 +256,7 @@ mod tests {
             "execution_count",
             "duration_ms",
             "output_truncated",
+            "files",
         ];
         assert_eq!(keys(&body), expected);
         assert_eq!(keys(&body["outputs"][0]), ["type", "ename", "evalue", "traceback"]);

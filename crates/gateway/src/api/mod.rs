@@ -5,6 +5,7 @@ pub mod bodies;
 mod body;
 mod error;
 mod execute;
+mod files;
 mod health;
 mod metrics;
 mod openapi;
@@ -41,6 +42,8 @@ pub struct AppState {
     /// Whether `/metrics` is served here (with the token); false when `metrics_listen` gives it a listener of its
     /// own ([`metrics_router`]).
     pub metrics_on_api: bool,
+    /// Largest upload to `/files` accepted; larger is 413.
+    pub file_limit_bytes: u64,
 }
 
 impl AppState {
@@ -54,7 +57,11 @@ impl AppState {
 /// together with its `#[utoipa::path]` documentation: `/openapi.json` lists exactly the routes served (a unit
 /// test in `openapi/tests.rs` holds the router to that).
 pub fn router(state: AppState) -> Router {
-    let mut protected = OpenApiRouter::new().merge(execute::router()).merge(stream::router()).merge(sessions::router());
+    let mut protected = OpenApiRouter::new()
+        .merge(execute::router())
+        .merge(stream::router())
+        .merge(sessions::router())
+        .merge(files::router());
     if state.metrics_on_api {
         protected = protected.merge(metrics::router());
     }
@@ -65,7 +72,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(openapi::router())
         .split_for_parts();
-    let document = openapi::with_body_refusals(document);
+    let document = openapi::with_body_refusals(openapi::with_openapi_templates(document));
     routes
         .layer(openapi::serving(&document))
         .layer(middleware::from_fn_with_state(state.metrics.clone(), access_log::log_request))

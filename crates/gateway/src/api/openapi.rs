@@ -39,6 +39,8 @@ const TOKEN_SCHEME: &str = "token";
     tags(
         (name = "execution", description = "Run code in a user's session."),
         (name = "sessions", description = "A session's lifecycle and the pool of sandboxes."),
+        (name = "files", description = "A session's `/sandbox`: upload, list, download, delete. Never through the \
+            kernel, so it works while code runs; nothing outside `/sandbox` can be reached."),
         (name = "service", description = "Liveness and this documentation; no token."),
     ),
     components(schemas(Detail, ValidationErrors)),
@@ -71,6 +73,13 @@ pub(super) fn requiring_token(mut router: OpenApiRouter<AppState>) -> OpenApiRou
         add_response(operation, 401, "No or wrong `X-Auth-Token`.", "Detail");
     }
     router
+}
+
+/// Writes axum's catch-all parameters (`{*path}`) as OpenAPI's path templates have them (`{path}`).
+pub(super) fn with_openapi_templates(mut document: OpenApi) -> OpenApi {
+    let paths = std::mem::take(&mut document.paths.paths);
+    document.paths.paths = paths.into_iter().map(|(path, item)| (path.replace("{*", "{"), item)).collect();
+    document
 }
 
 /// Documents what `body.rs` refuses for every operation that takes a body: `413` and `422`.

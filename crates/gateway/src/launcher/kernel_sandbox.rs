@@ -3,11 +3,14 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use kernel::{Client, ConnectionInfo};
 use sandbox::{Policy, Sandbox};
+
+use crate::files::SandboxDir;
 
 use super::policy::{KernelPolicy, RUN_IN_SANDBOX};
 use super::session_dir::{self, SessionDir};
@@ -55,6 +58,7 @@ impl Prepared {
                 return Err(LaunchError::Sandbox(err));
             }
         };
+        let init_pid = sandbox.init_pid();
         let process = SandboxProcess { sandbox, session_dir };
         let ready = async {
             let mut client = Client::connect(&info).await?;
@@ -65,10 +69,11 @@ impl Prepared {
             ready = ready => ready.map_err(LaunchError::NotReady),
             exit = process.exited() => Err(LaunchError::DiedStarting(exit)),
         };
+        let outcome = outcome.and_then(|client| Ok((client, open_files(init_pid, &process)?)));
         match outcome {
-            Ok(client) => {
+            Ok((client, files)) => {
                 tracing::debug!(sandbox = %name, ms = begun.elapsed().as_millis() as u64, "kernel ready");
-                Ok(Kernel { name, client, process: Box::new(process) })
+                Ok(Kernel { name, client, process: Box::new(process), files: Arc::new(files) })
             }
             Err(err) => {
                 process.kill().await;
@@ -76,6 +81,16 @@ impl Prepared {
             }
         }
     }
+}
+
+/// Opens the `/sandbox` of the sandbox whose init is `init_pid`, once its kernel answered; checking afterwards
+/// that the sandbox still runs proves the pid was its init's (an exited init's pid stays taken until reaped).
+fn open_files(init_pid: u32, process: &SandboxProcess) -> Result<SandboxDir, LaunchError> {
+    let opened = SandboxDir::open(init_pid);
+    if process.has_exited() {
+        return Err(LaunchError::DiedStarting(Exit::Signal(libc::SIGKILL)));
+    }
+    opened.map_err(|source| LaunchError::SandboxDir { path: format!("/proc/{init_pid}/root/sandbox").into(), source })
 }
 
 /// What both launchers' `cleanup_stale` does: kill and remove every sandbox cgroup under `cgroup_parent`, empty

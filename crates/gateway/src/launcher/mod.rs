@@ -60,6 +60,8 @@ pub struct Kernel {
     pub client: kernel::Client,
     /// The process (sandbox) running it.
     pub process: Box<dyn KernelProcess>,
+    /// Its sandbox's `/sandbox`, for the files API and the files a run wrote.
+    pub files: std::sync::Arc<crate::files::SandboxDir>,
 }
 
 impl Kernel {
@@ -91,6 +93,15 @@ pub enum LaunchError {
     /// The kernel exited while starting.
     #[error("the kernel {0} while starting")]
     DiedStarting(Exit),
+    /// The sandbox's `/sandbox` could not be opened from the host.
+    #[error("cannot open the sandbox's /sandbox through {path}")]
+    SandboxDir {
+        /// The path it was opened through.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The zygote cannot run with this interpreter.
     #[error("the zygote cannot run: {0}")]
     ZygoteUnavailable(String),

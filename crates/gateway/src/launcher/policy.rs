@@ -91,6 +91,8 @@ impl KernelPolicy {
             ("TMPDIR", "/tmp".into()),
             ("LANG", "C.UTF-8".into()),
             ("MPLCONFIGDIR", "/tmp/mpl".into()),
+            // IPython's profile out of /sandbox, which stays the user's files only (and cheap to walk).
+            ("IPYTHONDIR", "/tmp/.ipython".into()),
             ("MPLBACKEND", "module://matplotlib_inline.backend_inline".into()),
             ("XDG_CACHE_HOME", "/tmp/.cache".into()),
             ("OPENBLAS_NUM_THREADS", "1".into()),

@@ -63,6 +63,7 @@ impl Execution {
             end,
             output_truncated: false,
             limits,
+            files: Vec::new(),
         }
     }
 }
@@ -82,6 +83,8 @@ pub struct Execution {
     pub output_truncated: bool,
     /// The limits that applied (for messages).
     pub limits: ExecLimits,
+    /// The regular files in `/sandbox` the run created or modified (empty if its kernel was lost).
+    pub files: Vec<crate::files::Written>,
 }
 
 /// Limits of one execution.
@@ -160,7 +163,15 @@ pub(super) async fn run(kernel: &mut Kernel, code: &str, limits: ExecLimits, tap
         end => end,
     };
     let (outputs, output_truncated) = budget.finish();
-    Execution { outputs, execution_count, duration: started.elapsed(), end, output_truncated, limits }
+    Execution {
+        outputs,
+        execution_count,
+        duration: started.elapsed(),
+        end,
+        output_truncated,
+        limits,
+        files: Vec::new(),
+    }
 }
 
 fn unknown_error() -> ErrorInfo {

@@ -23,6 +23,7 @@ pub use output::OutputTap;
 use session::SessionHandle;
 use slots::{Slot, Slots};
 
+use crate::files::SandboxDir;
 use crate::launcher::{Kernel, LaunchError, Launcher};
 use crate::metrics::{Census, Metrics, Termination};
 
@@ -62,6 +63,11 @@ pub enum PoolError {
     /// The session was released while this request waited for it.
     #[error("the session was released before this request ran")]
     Released,
+    /// The session's kernel died while idle, and its `/sandbox` with it.
+    #[error(
+        "the session's kernel has died and its files are gone; the next /execute reports it and starts a fresh one"
+    )]
+    KernelLost,
 }
 
 /// Counts of `/status`.
@@ -250,21 +256,39 @@ impl Pool {
         tap: Option<OutputTap>,
     ) -> Result<Execution, PoolError> {
         let (reply, answer) = oneshot::channel();
-        {
-            let mut state = self.shared.state();
-            if state.closed {
-                return Err(PoolError::ShuttingDown);
-            }
-            if !state.sessions.contains_key(user) {
-                let reservation = self.shared.reserve_locked(&mut state)?;
-                let handle = session::spawn(self.shared.clone(), user.to_owned(), reservation);
-                state.sessions.insert(user.to_owned(), handle);
-                self.shared.refill.notify_one();
-            }
-            let session = state.sessions.get(user).expect("inserted above");
-            session.submit(code, reply, tap);
-        }
+        self.with_session(user, |session| session.submit(code, reply, tap))?;
         answer.await.unwrap_or(Err(PoolError::Released))
+    }
+
+    /// The `/sandbox` of `user`'s session, if it has a kernel bound; never waits, never starts one.
+    pub fn files(&self, user: &str) -> Option<Arc<SandboxDir>> {
+        self.shared.state().sessions.get(user).and_then(|session| session.activity().files())
+    }
+
+    /// [`Pool::files`], creating the session and binding a kernel first (as `/execute` does) if needed.
+    pub async fn files_or_start(&self, user: &str) -> Result<Arc<SandboxDir>, PoolError> {
+        if let Some(files) = self.files(user) {
+            return Ok(files);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.with_session(user, |session| session.open_files(reply))?;
+        answer.await.unwrap_or(Err(PoolError::Released))
+    }
+
+    /// Calls `f` with `user`'s session, creating it (with a reserved kernel) if there is none.
+    fn with_session(&self, user: &str, f: impl FnOnce(&SessionHandle)) -> Result<(), PoolError> {
+        let mut state = self.shared.state();
+        if state.closed {
+            return Err(PoolError::ShuttingDown);
+        }
+        if !state.sessions.contains_key(user) {
+            let reservation = self.shared.reserve_locked(&mut state)?;
+            let handle = session::spawn(self.shared.clone(), user.to_owned(), reservation);
+            state.sessions.insert(user.to_owned(), handle);
+            self.shared.refill.notify_one();
+        }
+        f(state.sessions.get(user).expect("inserted above"));
+        Ok(())
     }
 
     /// Interrupts `user`'s running execution (as a timeout would: `KeyboardInterrupt`, state kept); returns

@@ -4,6 +4,7 @@ mod api;
 mod bad_input;
 mod escape;
 mod execution;
+mod files;
 mod lifecycle;
 mod metrics;
 mod openapi;

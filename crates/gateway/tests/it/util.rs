@@ -209,6 +209,13 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// Any request with the token and a raw body; returns the status and the body's bytes.
+    pub(crate) async fn send(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let request = self.http.request(method, format!("{}{path}", self.url)).header("X-Auth-Token", TOKEN);
+        let response = request.timeout(Duration::from_secs(60)).body(body).send().await.unwrap();
+        (response.status().as_u16(), response.bytes().await.unwrap().to_vec())
+    }
+
     /// `POST /execute/stream`: the status, and each Server-Sent Event as (seconds since the request, event name,
     /// data as JSON) in arrival order.
     pub(crate) async fn execute_stream(&self, user: &str, code: &str) -> (u16, Vec<(f64, String, Value)>) {

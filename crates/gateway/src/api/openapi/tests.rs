@@ -51,6 +51,7 @@ fn app() -> Router {
         code_limit_bytes: 1024,
         metrics,
         metrics_on_api: true,
+        file_limit_bytes: 1 << 20,
     })
 }
 
