@@ -2,6 +2,7 @@
 
 mod access_log;
 mod body;
+mod console;
 mod error;
 mod execute;
 mod health;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(protected)
         .merge(health::router())
+        .merge(console::router())
         .layer(middleware::from_fn(access_log::log_request))
         .layer(CorsLayer::permissive())
         .with_state(state)
