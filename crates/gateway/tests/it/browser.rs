@@ -32,7 +32,7 @@ impl Browser {
             return None;
         };
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let driver = Command::new(chromedriver)
+        let mut driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -64,7 +64,11 @@ impl Browser {
                     eprintln!("waiting for chromedriver: {err}");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                Err(err) => panic!("cannot start chromium through chromedriver: {err}"),
+                Err(err) => {
+                    let _ = driver.kill();
+                    let _ = driver.wait();
+                    panic!("cannot start chromium through chromedriver: {err}");
+                }
             }
         };
         Some(Browser { client, driver, _profile: profile })

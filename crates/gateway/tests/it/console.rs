@@ -67,9 +67,9 @@ const LAST: &str = "const cell = [...document.querySelectorAll('.cell')].pop();"
 /// Release changes the pool status; then the page opened from disk runs code against the server's address.
 #[tokio::test]
 async fn console_in_a_browser() {
-    let Some(browser) = Browser::start().await else { return };
     let server = TestServer::start(&["--warm-sandboxes", "1", "--execution-timeout-secs", "60"]);
     server.client().wait_ready().await;
+    let Some(browser) = Browser::start().await else { return };
     let outcome = AssertUnwindSafe(drive(&browser, &server)).catch_unwind().await;
     browser.close().await;
     if let Err(panic) = outcome {
