@@ -3,6 +3,7 @@
 mod access_log;
 pub mod bodies;
 mod body;
+mod console;
 mod error;
 mod execute;
 mod files;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .merge(health::router())
         .merge(openapi::router())
+        .merge(console::router())
         .split_for_parts();
     let document = openapi::with_body_refusals(openapi::with_openapi_templates(document));
     routes

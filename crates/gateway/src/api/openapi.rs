@@ -30,8 +30,9 @@ const TOKEN_SCHEME: &str = "token";
         description = "Every user gets an isolated, stateful Python session: code sent with a `user_uuid` runs in \
             that user's own IPython kernel, inside a Linux sandbox (namespaces, a private read-only root, cgroups, \
             an unprivileged uid, no network). Variables, imports and functions persist between requests; text, \
-            tracebacks and plots come back.\n\nEvery endpoint but `GET /health`, `GET /openapi.json` and the API \
-            page at `GET /docs` needs the header `X-Auth-Token`: the server's `AUTH_TOKEN`, else the content of \
+            tracebacks and plots come back.\n\nEvery endpoint but `GET /health`, `GET /openapi.json`, the API \
+            page at `GET /docs` and the web console (`GET /`, `GET /console/...`) needs the header \
+            `X-Auth-Token`: the server's `AUTH_TOKEN`, else the content of \
             `<data-dir>/auth_token.txt` (`code-interpreter token` prints it). A missing or wrong token is `401 \
             {\"detail\": \"Invalid or missing authentication token\"}`.\n\nThis document is generated from the \
             code and served by it, as is the page at `/docs`: both work offline."

@@ -2,6 +2,8 @@
 
 mod api;
 mod bad_input;
+mod browser;
+mod console;
 mod escape;
 mod execution;
 mod files;

@@ -80,7 +80,9 @@ async fn document_is_valid_openapi_3_1() {
         for (status, response) in responses {
             assert!(response["description"].is_string(), "{method} {path} {status} has no description");
         }
-        let public = ["/health", "/openapi.json"].contains(&path.as_str()) || path.starts_with("/docs");
+        let public = ["/", "/health", "/openapi.json"].contains(&path.as_str())
+            || path.starts_with("/docs")
+            || path.starts_with("/console/");
         let security = operation.get("security").and_then(Value::as_array);
         if public {
             assert!(security.is_none_or(|s| s.is_empty()), "{method} {path} is public: {security:?}");
