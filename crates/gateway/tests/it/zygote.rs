@@ -14,13 +14,24 @@ const SELF_PORTRAIT: &str = "import os, sys, json\n\
     'user_main': sys.modules['__main__'].__dict__ is globals(), 'cmdline': open('/proc/self/cmdline').read(), \
     'kernel_modules': [any(p in f for f in get_ipython().kernel._kernel_modules) for p in ('/ipykernel/', '/numpy/')], \
     'debugger_modules': get_ipython().kernel.debugger.kernel_modules is get_ipython().kernel._kernel_modules, 'home': sorted((os.path.relpath(d, '/sandbox'), \
-    oct(os.stat(d).st_mode), sorted(f)) for d, _, f in os.walk('/sandbox'))}, sort_keys=True))";
+    oct(os.stat(d).st_mode), sorted(f)) for d, _, f in os.walk('/sandbox')), 'shell': shell_portrait(get_ipython())}, sort_keys=True))";
+
+/// The kernel's shell: what it took from its process (cwd, environment, `__main__`) and its kernel.
+const SHELL_PORTRAIT: &str = "def shell_portrait(ip):\n    \
+    return {'starting_dir': ip.starting_dir, 'dh': [str(d) for d in ip.user_ns['_dh']], \
+    'kernel': ip.kernel is ip.parent and ip.kernel.shell is ip, 'user_ns': ip.kernel.user_ns is ip.user_ns, \
+    'main': sys.modules['__main__'] is ip.user_module, 'history': ip.history_manager.session_number, \
+    'history_dirs': [str(d) for d in ip.history_manager.dir_hist], 'count': ip.execution_count, \
+    'configurables': sorted(type(c).__name__ for c in ip.configurables), 'pager': os.environ.get('PAGER')}";
 
 #[tokio::test]
 async fn both_launchers_give_the_same_kernel() {
     let mut portraits = Vec::new();
     for (launcher, server) in both_launchers() {
-        let text = server.client().run_ok(&user("portrait"), SELF_PORTRAIT).await;
+        let api = server.client();
+        let who = user("portrait");
+        api.run_ok(&who, &format!("import sys, os\n{SHELL_PORTRAIT}")).await;
+        let text = api.run_ok(&who, SELF_PORTRAIT).await;
         let mut portrait: serde_json::Value = serde_json::from_str(&text).unwrap();
         // Per-process values the kernel sets itself.
         for volatile in ["JPY_PARENT_PID", "JPY_SESSION_NAME"] {
@@ -33,6 +44,7 @@ async fn both_launchers_give_the_same_kernel() {
     assert_eq!(zygote["prefix"], "/opt/kernel-env");
     assert_eq!(zygote["pid"], 2, "the kernel is the first child of the sandbox's init");
     assert_eq!(zygote["mpl"], "module://matplotlib_inline.backend_inline");
+    assert_eq!(zygote["shell"]["dh"], serde_json::json!(["/sandbox"]), "the shell took the zygote's cwd");
 }
 
 /// Kernels forked from one zygote start from the same memory but share nothing: a change in one is invisible in
