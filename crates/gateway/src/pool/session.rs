@@ -75,9 +75,14 @@ impl Activity {
         self.pending.load(Ordering::Acquire) > 0
     }
 
-    /// The bound kernel's `/sandbox`, if a kernel is bound.
+    /// The bound kernel's `/sandbox`, if a kernel is bound. A file operation is work in the session: it keeps the
+    /// session from being reaped as idle, as an execution does.
     pub(super) fn files(&self) -> Option<Arc<SandboxDir>> {
-        self.files.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if files.is_some() {
+            self.touch();
+        }
+        files
     }
 
     fn set_files(&self, files: Option<Arc<SandboxDir>>) {

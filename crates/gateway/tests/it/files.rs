@@ -284,3 +284,26 @@ async fn escapes_are_refused() {
         api.release(&other).await;
     }
 }
+
+/// File operations are work in a session: a session used only through `/files` for longer than the idle timeout
+/// is kept (with its state); once they stop, it is recycled as idle.
+#[tokio::test]
+async fn file_operations_keep_the_session_alive() {
+    let server = TestServer::start(&["--warm-sandboxes", "0", "--idle-timeout-secs", "2", "--reap-interval-secs", "1"]);
+    let api = server.client();
+    let who = user("files-idle");
+    api.run_ok(&who, "kept = 'yes'").await;
+    let busy_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < busy_until {
+        assert_eq!(list(&api, &who, "").await.0, 200, "the session was recycled while its files were in use");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(api.run_ok(&who, "kept").await, "'yes'");
+    // Watched through /status, which is no work in the session.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.status().await["busy_workers"] != 0 {
+        assert!(Instant::now() < deadline, "the idle session was never recycled");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(list(&api, &who, "").await.0, 404, "a recycled session has no files");
+}
