@@ -134,7 +134,7 @@ async fn kill_tears_everything_down() {
 }
 
 /// A sandbox whose gateway lost track of it (crash: no Sandbox handle, helper still running) is killed and its
-/// cgroup removed by cleanup_stale.
+/// cgroup removed by cleanup_stale, and the parent cgroup with it.
 #[tokio::test]
 async fn cleanup_stale_removes_leftovers() {
     let fx = Fixture::new("stale");
@@ -144,6 +144,8 @@ async fn cleanup_stale_removes_leftovers() {
     assert_eq!(sandbox::cleanup_stale(&fx.parent).unwrap(), 1);
     for dir in fx.cgroup_dirs() {
         assert!(!dir.exists(), "{} left behind", dir.display());
+        let parent = dir.parent().unwrap();
+        assert!(!parent.exists(), "the emptied parent {} left behind", parent.display());
     }
     // init is the helper's child: gone once the helper is reaped.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -10,6 +10,8 @@ pub mod sandboxed;
 mod session_dir;
 pub mod zygote;
 
+pub use policy::cgroup_parent_for;
+
 use std::future::Future;
 use std::pin::Pin;
 

@@ -85,7 +85,8 @@ async fn restart_after_sigkill_leaves_nothing_behind() {
     assert_eq!(second.client().run_ok(&user("after"), "'ok'").await, "'ok'");
 }
 
-/// On SIGTERM the gateway stops and destroys every sandbox.
+/// On SIGTERM the gateway stops and destroys every sandbox, and removes its own cgroup parent (each data
+/// directory has one: services come and gone leave no empty cgroups behind).
 #[tokio::test]
 async fn shutdown_destroys_every_sandbox() {
     let server = TestServer::start(&["--warm-sandboxes", "2"]);
@@ -93,7 +94,14 @@ async fn shutdown_destroys_every_sandbox() {
     server.client().run_ok(&user("bye"), "1").await;
     let names = session_dirs(&server.data_dir);
     assert_eq!(names.len(), 3);
+    let parent = gateway::launcher::cgroup_parent_for(&server.data_dir);
+    let parent_dirs = || {
+        let roots = ["/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu"];
+        roots.map(|root| Path::new(root).join(&parent)).into_iter().filter(|dir| dir.exists()).collect::<Vec<_>>()
+    };
+    assert!(!parent_dirs().is_empty(), "the service's cgroup parent {parent} was not found");
     assert!(server.stop(), "the server exited by itself on SIGTERM");
+    assert_eq!(parent_dirs(), Vec::<std::path::PathBuf>::new(), "the service's cgroup parent is left");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     for name in &names {
         assert_eq!(processes_in_cgroups_named(name), Vec::<u32>::new(), "processes of {name} are left");

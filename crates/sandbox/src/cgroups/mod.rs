@@ -52,6 +52,8 @@ pub trait CgroupDriver: Debug + Send + Sync {
     fn list(&self, parent: &str) -> Result<Vec<String>, CgroupError>;
     /// Renames the cgroup `<parent>/<from>` to `<parent>/<to>` (in every hierarchy), members and limits kept.
     fn rename(&self, parent: &str, from: &str, to: &str) -> Result<(), CgroupError>;
+    /// The directories of `parent` itself (one per hierarchy in v1).
+    fn parent_dirs(&self, parent: &str) -> Vec<PathBuf>;
 }
 
 /// One sandbox's cgroup (in v1: one directory per controller).
@@ -160,6 +162,16 @@ pub(crate) fn remove_all(driver: &dyn CgroupDriver, parent: &str) -> Result<usiz
         let cgroup = driver.open(parent, name);
         cgroup.kill_all()?;
         cgroup.remove()?;
+    }
+    // The parent too, so that services come and gone (each data directory has its own) leave nothing behind; the
+    // next sandbox creates it again. Not if a cgroup appeared meanwhile (a fork server's new spare): EBUSY.
+    for dir in driver.parent_dirs(parent) {
+        match std::fs::remove_dir(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound && e.raw_os_error() != Some(libc::EBUSY) => {
+                return Err(CgroupError::Remove { path: dir, source: e });
+            }
+            _ => {}
+        }
     }
     Ok(names.len())
 }

@@ -59,6 +59,10 @@ impl CgroupDriver for V1 {
         Ok(())
     }
 
+    fn parent_dirs(&self, parent: &str) -> Vec<PathBuf> {
+        self.controllers().into_iter().map(|c| self.root.join(c).join(parent)).collect()
+    }
+
     fn list(&self, parent: &str) -> Result<Vec<String>, CgroupError> {
         let mut names = Vec::new();
         for controller in self.controllers() {

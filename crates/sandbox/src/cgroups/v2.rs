@@ -60,6 +60,10 @@ impl CgroupDriver for V2 {
         subdirs(&self.root.join(parent))
     }
 
+    fn parent_dirs(&self, parent: &str) -> Vec<PathBuf> {
+        vec![self.root.join(parent)]
+    }
+
     fn rename(&self, parent: &str, from: &str, to: &str) -> Result<(), CgroupError> {
         let dir = self.root.join(parent);
         rename_dir(&dir.join(from), &dir.join(to))
@@ -180,7 +184,7 @@ mod tests {
     }
 
     /// kill_all uses cgroup.kill when the kernel has it and returns once cgroup.procs is empty; remove deletes the
-    /// leaf; list and remove_all find leftovers under the parent.
+    /// leaf; list and remove_all find leftovers under the parent, and remove_all the parent once empty.
     #[test]
     fn kill_remove_and_cleanup() {
         let root = fake_root();
@@ -203,6 +207,7 @@ mod tests {
         }
         assert_eq!(super::super::remove_all(&driver, "p").unwrap(), 2);
         assert!(driver.list("p").unwrap().is_empty());
+        assert!(!root.path().join("p").exists(), "the emptied parent goes too");
         assert_eq!(driver.list("missing").unwrap(), Vec::<String>::new());
     }
 
