@@ -1,5 +1,6 @@
 //! The `code-interpreter` binary: parse the command line, set up, serve; or act as the sandbox helper or the zygote.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -23,7 +24,8 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Not eprintln!, which panics if stderr is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
             ExitCode::FAILURE
         }
     }

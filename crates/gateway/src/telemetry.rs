@@ -3,8 +3,12 @@
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; logs go to stderr.
+///
+/// A log line that cannot be written is dropped without a word: by default the subscriber reports the failure
+/// with `eprintln!`, which panics when stderr is a closed pipe (whoever read the log is gone), and a panic in
+/// the task that was logging, e.g. the one that starts the shutdown, would leave the service running forever.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("gateway=info,sandbox=info,kernel=warn,tower_http=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false).init();
 }

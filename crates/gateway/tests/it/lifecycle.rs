@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::util::{user, TestServer, TOKEN};
+use crate::util::{kernel_env, user, TestServer, TOKEN};
 
 /// With every sandbox bound, a new user gets 503 with a detail saying why; a release makes room again.
 #[tokio::test]
@@ -166,4 +166,44 @@ async fn a_burst_up_to_the_maximum_is_served() {
         let (status, body) = request.await.unwrap();
         assert_eq!((status, body["result_text"].as_str()), (200, Some("'in'")), "{body}");
     }
+}
+
+/// A server started with `--stop-on-stdin-eof` stops, sandboxes and all, when the process that started it dies,
+/// even though the log reader died with it (stderr is then a closed pipe: a log line written there must not stop
+/// the shutdown).
+#[test]
+fn stops_when_its_starter_is_gone_even_without_a_log_reader() {
+    use std::io::BufRead;
+    let temp = tempfile::Builder::new().prefix("ci-orphan-").tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_code-interpreter"))
+        .arg("--data-dir")
+        .arg(temp.path())
+        .arg("--kernel-env")
+        .arg(kernel_env())
+        .args(["--listen", "127.0.0.1:0", "--stop-on-stdin-eof", "--warm-sandboxes", "1", "serve"])
+        .env("AUTH_TOKEN", TOKEN)
+        .env("RUST_LOG", "gateway=info")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("warm kernel ready") {
+        line.clear();
+        assert!(log.read_line(&mut line).unwrap() > 0, "the server stopped before its warm kernel was ready");
+    }
+    assert_eq!(session_dirs(temp.path()).len(), 1);
+    // As when the starter dies: the log reader goes first, then standard input closes.
+    drop(log);
+    drop(child.stdin.take());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server kept running after its standard input closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(session_dirs(temp.path()), Vec::<String>::new(), "its sandboxes are left");
 }
