@@ -19,6 +19,11 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|arg| arg == "__zygote") {
         zygote::main();
     }
+    // An upload's writer (`files::charged`): joins the sandbox's memory cgroup, copies stdin to stdout.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == gateway::files::WRITER_ARG) {
+        let procs = std::env::args_os().nth(2).map(std::path::PathBuf::from);
+        gateway::files::writer_main(procs.as_deref());
+    }
     let cli = Cli::parse();
     telemetry::init();
     match real_main(cli) {

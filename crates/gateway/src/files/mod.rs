@@ -9,8 +9,10 @@
 //!
 //! - `path`: [`UserPath`], client paths checked before any lookup.
 //! - `transfer`: upload (temporary file, then rename; owned by the sandbox's uid), download, delete.
+//! - `charged`: the writer of uploads, which joins the sandbox's memory cgroup so the upload counts there.
 //! - `walk`: bounded recursive listings, and the files a run wrote.
 
+mod charged;
 mod path;
 mod transfer;
 mod walk;
@@ -22,6 +24,7 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
 use nix::unistd::{Gid, Uid};
 
+pub use charged::{writer_main, WRITER_ARG};
 pub use path::{PathError, UserPath};
 pub use transfer::Upload;
 pub use walk::{Entry, Listing, RunStart, Written};
@@ -42,6 +45,8 @@ pub struct SandboxDir {
     /// Owner of `/sandbox` (the sandbox's uid): uploads and the directories they create are given to it.
     uid: Uid,
     gid: Gid,
+    /// `cgroup.procs` of the sandbox's memory cgroup, which upload writers join (`None`: not found; they don't).
+    memory_procs: Option<std::path::PathBuf>,
 }
 
 impl SandboxDir {
@@ -60,7 +65,8 @@ impl SandboxDir {
         if kind_of(&stat) != Kind::Directory || stat.st_uid == 0 {
             return Err(std::io::Error::other(format!("{proc_root}/sandbox is not the sandbox's own directory")));
         }
-        Ok(SandboxDir { root: sandbox, uid: Uid::from_raw(stat.st_uid), gid: Gid::from_raw(stat.st_gid) })
+        let memory_procs = charged::memory_cgroup_procs(init_pid);
+        Ok(SandboxDir { root: sandbox, uid: Uid::from_raw(stat.st_uid), gid: Gid::from_raw(stat.st_gid), memory_procs })
     }
 
     /// Opens `relative` below `/sandbox` with `flags` (plus `O_NOFOLLOW | O_CLOEXEC`), never leaving it.

@@ -1,5 +1,6 @@
-//! Moving files in and out of `/sandbox`: [`Upload`] (a temporary file beside the target, renamed over it when
-//! complete, owned by the sandbox's uid), downloads (a regular file opened for reading) and deletion.
+//! Moving files in and out of `/sandbox`: [`Upload`] (a temporary file beside the target, written by a writer in
+//! the sandbox's memory cgroup (see `charged`), renamed over the target when complete, owned by the sandbox's
+//! uid), downloads (a regular file opened for reading) and deletion.
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -8,7 +9,9 @@ use nix::fcntl::{renameat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, Mode};
 use nix::unistd::{fchown, unlinkat, UnlinkatFlags};
 use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin};
 
+use super::charged::WRITER_ARG;
 use super::{kind_of, FilesError, Kind, SandboxDir, UserPath};
 
 /// Names of uploads in progress start with this; walks skip them.
@@ -23,7 +26,9 @@ const DIR_MODE: u32 = 0o755;
 pub struct Upload {
     parent: OwnedFd,
     temp: String,
-    file: tokio::fs::File,
+    /// The writer process (killed if the upload is dropped) and the pipe to it.
+    writer: Child,
+    to_writer: Option<ChildStdin>,
     path: UserPath,
     limit: u64,
     written: u64,
@@ -53,8 +58,17 @@ impl SandboxDir {
             .map_err(|errno| FilesError::from_write(errno, self.size_mib(), path))?;
         let owned = fchown(fd.as_fd(), Some(self.uid), Some(self.gid))
             .and_then(|()| fchmod(fd.as_fd(), Mode::from_bits_truncate(FILE_MODE)));
+        let writer = self.spawn_writer(fd);
+        let mut writer = match writer {
+            Ok(writer) => writer,
+            Err(err) => {
+                let _ = unlinkat(parent.as_fd(), temp.as_str(), UnlinkatFlags::NoRemoveDir);
+                return Err(FilesError::from_errno(errno_of(&err), path, "start the writer of"));
+            }
+        };
         let upload = Upload {
-            file: tokio::fs::File::from_std(std::fs::File::from(fd)),
+            to_writer: writer.stdin.take(),
+            writer,
             parent,
             temp,
             path: path.clone(),
@@ -65,6 +79,14 @@ impl SandboxDir {
         };
         owned.map_err(|errno| FilesError::from_errno(errno, path, "give the file to the sandbox's user"))?;
         Ok(upload)
+    }
+
+    /// The writer of an upload: this binary as `__write-charged`, its output the temporary file.
+    fn spawn_writer(&self, file: OwnedFd) -> std::io::Result<Child> {
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command.arg(WRITER_ARG).args(self.memory_procs.iter());
+        command.stdin(std::process::Stdio::piped()).stdout(file).stderr(std::process::Stdio::null());
+        command.kill_on_drop(true).spawn()
     }
 
     /// Opens the regular file `path` for reading; returns it and its size.
@@ -134,14 +156,33 @@ impl Upload {
         if self.written > self.limit {
             return Err(FilesError::TooLarge { limit_mib: self.limit >> 20 });
         }
-        let written = self.file.write_all(chunk).await;
-        written.map_err(|err| FilesError::from_write(errno_of(&err), self.size_mib, &self.path))
+        let Some(to_writer) = self.to_writer.as_mut() else { return Err(self.writer_failed().await) };
+        if to_writer.write_all(chunk).await.is_err() {
+            // The writer stopped (its exit code says why, e.g. ENOSPC).
+            return Err(self.writer_failed().await);
+        }
+        Ok(())
+    }
+
+    /// Why the writer stopped: the errno it exited with.
+    async fn writer_failed(&mut self) -> FilesError {
+        drop(self.to_writer.take());
+        let errno = match self.writer.wait().await {
+            Ok(status) => status.code().filter(|code| *code > 0).map_or(Errno::EIO, Errno::from_raw),
+            Err(err) => errno_of(&err),
+        };
+        FilesError::from_write(errno, self.size_mib, &self.path)
     }
 
     /// Puts the complete file in place (replacing a regular file there) and returns its size.
     pub async fn finish(mut self) -> Result<u64, FilesError> {
-        let flushed = self.file.flush().await;
-        flushed.map_err(|err| FilesError::from_write(errno_of(&err), self.size_mib, &self.path))?;
+        if let Some(mut to_writer) = self.to_writer.take() {
+            let _ = to_writer.shutdown().await;
+        }
+        match self.writer.wait().await {
+            Ok(status) if status.success() => {}
+            _ => return Err(self.writer_failed().await),
+        }
         let (_, name) = self.path.split_last().expect("an upload's path names a file");
         renameat(self.parent.as_fd(), self.temp.as_str(), self.parent.as_fd(), name)
             .map_err(|errno| FilesError::from_errno(errno, &self.path, "put in place"))?;

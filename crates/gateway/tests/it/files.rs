@@ -307,3 +307,29 @@ async fn file_operations_keep_the_session_alive() {
     }
     assert_eq!(list(&api, &who, "").await.0, 404, "a recycled session has no files");
 }
+
+/// An upload's pages (`/sandbox` is a tmpfs) are charged to the sandbox's memory cgroup, as files its code writes
+/// are, so the sandbox's memory limit covers them and the gateway's memory does not grow with uploads.
+#[tokio::test]
+async fn uploads_count_against_the_sandboxs_memory() {
+    let server = TestServer::start(&["--warm-sandboxes", "0"]);
+    let api = server.client();
+    let who = user("files-charged");
+    api.run_ok(&who, "1").await;
+    let sandboxes: Vec<_> = std::fs::read_dir(server.data_dir.join("sessions")).unwrap().flatten().collect();
+    assert_eq!(sandboxes.len(), 1, "one sandbox: the user's");
+    let name = sandboxes[0].file_name().into_string().unwrap();
+    let parent = gateway::launcher::cgroup_parent_for(&server.data_dir);
+    let usage_file = ["memory/{p}/{n}/memory.usage_in_bytes", "{p}/{n}/memory.current"]
+        .map(|f| std::path::PathBuf::from("/sys/fs/cgroup").join(f.replace("{p}", &parent).replace("{n}", &name)))
+        .into_iter()
+        .find(|f| f.exists())
+        .expect("the sandbox's memory cgroup");
+    let usage = || std::fs::read_to_string(&usage_file).unwrap().trim().parse::<u64>().unwrap();
+    let before = usage();
+    let size = 48 << 20;
+    assert_eq!(put(&api, &who, "big.bin", &vec![1u8; size]).await.0, 200);
+    let grown = usage().saturating_sub(before);
+    assert!(grown >= (size as u64) * 9 / 10, "the sandbox's memory grew by {grown} bytes for a {size}-byte upload");
+    assert_eq!(api.run_ok(&who, "import os; os.path.getsize('big.bin')").await, size.to_string());
+}
