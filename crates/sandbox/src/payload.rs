@@ -130,6 +130,9 @@ pub(crate) fn run_in_process(
     if let Err(errno) = sys::set_cmdline(&policy.argv) {
         warn(&format!("cannot set the payload's command line: {errno}"));
     }
+    if let Err(errno) = policy.argv.first().map_or(Ok(()), |program| sys::set_comm(program)) {
+        warn(&format!("cannot set the payload's name: {errno}"));
+    }
     if let Err(failure) = raise_walls(policy, filters, mask) {
         fail(failure, &report);
     }

@@ -156,6 +156,14 @@ struct MmMap {
     exe_fd: u32,
 }
 
+/// Makes `/proc/self/comm` (what `ps` and `top` show) the file name of `program`, cut to the kernel's 15 bytes,
+/// as an exec of it would have.
+pub(crate) fn set_comm(program: &str) -> nix::Result<()> {
+    let name = std::path::Path::new(program).file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default();
+    let name = std::ffi::CString::new(&name[..name.len().min(15)]).map_err(|_| Errno::EINVAL)?;
+    nix::sys::prctl::set_name(&name)
+}
+
 /// Makes `/proc/self/cmdline` show `argv`, as an exec of it would have: points the kernel's record of the
 /// argument area at a buffer that lives as long as the process (`PR_SET_MM_MAP`, which unlike the single-field
 /// `PR_SET_MM` calls needs no `CAP_SYS_RESOURCE`; every other field is passed back unchanged).

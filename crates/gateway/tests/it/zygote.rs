@@ -12,6 +12,7 @@ const SELF_PORTRAIT: &str = "import os, sys, json\n\
     'pid': os.getpid(), 'ppid': os.getppid(), 'umask': os.umask(0o22), 'flags': str(sys.flags), \
     'main': sorted(k for k in globals() if not k.startswith('_')), 'mpl': __import__('matplotlib').get_backend(), \
     'user_main': sys.modules['__main__'].__dict__ is globals(), 'cmdline': open('/proc/self/cmdline').read(), \
+    'comm': open('/proc/self/comm').read(), \
     'kernel_modules': [any(p in f for f in get_ipython().kernel._kernel_modules) for p in ('/ipykernel/', '/numpy/')], \
     'debugger_modules': get_ipython().kernel.debugger.kernel_modules is get_ipython().kernel._kernel_modules, 'home': sorted((os.path.relpath(d, '/sandbox'), \
     oct(os.stat(d).st_mode), sorted(f)) for d, _, f in os.walk('/sandbox')), 'shell': shell_portrait(get_ipython())}, sort_keys=True))";
@@ -44,6 +45,7 @@ async fn both_launchers_give_the_same_kernel() {
     assert_eq!(zygote["prefix"], "/opt/kernel-env");
     assert_eq!(zygote["pid"], 2, "the kernel is the first child of the sandbox's init");
     assert_eq!(zygote["mpl"], "module://matplotlib_inline.backend_inline");
+    assert_eq!(zygote["comm"], "python\n", "ps shows the kernel as python");
     assert_eq!(zygote["shell"]["dh"], serde_json::json!(["/sandbox"]), "the shell took the zygote's cwd");
 }
 
