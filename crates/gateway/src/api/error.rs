@@ -90,7 +90,9 @@ fn files_status(err: &FilesError) -> StatusCode {
     match err {
         FilesError::NotFound { .. } => StatusCode::NOT_FOUND,
         FilesError::NotEmpty { .. } => StatusCode::CONFLICT,
-        FilesError::TooLarge { .. } | FilesError::NoSpace { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        FilesError::TooLarge { .. } | FilesError::NoSpace { .. } | FilesError::MemoryFull => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
         FilesError::System { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         FilesError::Path(_)
         | FilesError::Symlink { .. }

@@ -190,8 +190,8 @@ async fn download(
         (status = 200, description = "Written.", body = Uploaded),
         (status = 400, description = "The path is refused: `..`, absolute, a symlink on the way, not a regular \
             file, or the body was cut.", body = Detail),
-        (status = 413, description = "Larger than `file_limit_mib` (100 MiB), or `/sandbox` is full.",
-            body = Detail),
+        (status = 413, description = "Larger than `file_limit_mib` (100 MiB), or `/sandbox` is full, or the \
+            session's memory limit is reached (files in `/sandbox` count against it).", body = Detail),
         (status = 503, description = "No sandbox can be had now for a new session.", body = Detail),
     )
 )]
@@ -218,7 +218,7 @@ async fn upload(
         seen = seen.saturating_add(chunk.len());
         if let Err(err) = upload.write(&chunk).await {
             drop(upload);
-            if matches!(err, FilesError::TooLarge { .. } | FilesError::NoSpace { .. }) {
+            if matches!(err, FilesError::TooLarge { .. } | FilesError::NoSpace { .. } | FilesError::MemoryFull) {
                 drain(&mut stream, seen).await;
             }
             return Err(err.into());

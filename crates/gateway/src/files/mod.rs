@@ -198,6 +198,12 @@ pub enum FilesError {
         /// The size of `/sandbox`.
         size_mib: u64,
     },
+    /// The sandbox's memory limit stopped the upload (`/sandbox` is a tmpfs: its files count against it).
+    #[error(
+        "the upload does not fit in the session's memory: files in /sandbox count against its memory limit, as \
+             does what the code holds; delete files or free memory first"
+    )]
+    MemoryFull,
     /// The client stopped sending the upload's body.
     #[error("the upload's body could not be read to its end: {0}")]
     BodyCut(String),

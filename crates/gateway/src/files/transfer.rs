@@ -3,6 +3,7 @@
 //! uid), downloads (a regular file opened for reading) and deletion.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 
 use nix::errno::Errno;
 use nix::fcntl::{renameat, AtFlags, OFlag};
@@ -164,10 +165,12 @@ impl Upload {
         Ok(())
     }
 
-    /// Why the writer stopped: the errno it exited with.
+    /// Why the writer stopped: the errno it exited with, or the sandbox's memory limit (the OOM killer's SIGKILL:
+    /// the writer is in the sandbox's memory cgroup).
     async fn writer_failed(&mut self) -> FilesError {
         drop(self.to_writer.take());
         let errno = match self.writer.wait().await {
+            Ok(status) if status.signal() == Some(libc::SIGKILL) => return FilesError::MemoryFull,
             Ok(status) => status.code().filter(|code| *code > 0).map_or(Errno::EIO, Errno::from_raw),
             Err(err) => errno_of(&err),
         };

@@ -333,3 +333,18 @@ async fn uploads_count_against_the_sandboxs_memory() {
     assert!(grown >= (size as u64) * 9 / 10, "the sandbox's memory grew by {grown} bytes for a {size}-byte upload");
     assert_eq!(api.run_ok(&who, "import os; os.path.getsize('big.bin')").await, size.to_string());
 }
+
+/// An upload that does not fit in the session's memory (its files count against the memory limit) is refused with
+/// a 413 that says so, not a 500.
+#[tokio::test]
+async fn an_upload_past_the_memory_limit_is_413() {
+    let flags =
+        ["--warm-sandboxes", "0", "--memory-limit-mib", "384", "--sandbox-size-mib", "512", "--file-limit-mib", "500"];
+    let server = TestServer::start(&flags);
+    let api = server.client();
+    let who = user("files-oom");
+    api.run_ok(&who, "1").await;
+    let (status, body) = put(&api, &who, "huge.bin", &vec![3u8; 450 << 20]).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("memory"), "{body}");
+}
