@@ -74,6 +74,12 @@ impl Sandbox {
         self.cgroup.pids_max_events().unwrap_or(0)
     }
 
+    /// The `cgroup.procs` file of this sandbox's memory cgroup: a process that writes its pid there has what it
+    /// allocates from then on (tmpfs pages included) charged to the sandbox.
+    pub fn memory_procs_file(&self) -> Option<std::path::PathBuf> {
+        self.cgroup.memory_procs_file()
+    }
+
     /// How many processes of this sandbox the memory cgroup has OOM-killed so far (0 if unreadable).
     pub fn oom_kills(&self) -> u64 {
         self.cgroup.oom_kills().unwrap_or(0)

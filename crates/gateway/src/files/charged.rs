@@ -3,7 +3,7 @@
 //! sandbox's memory limit, as files its own code writes do, and never against the gateway's.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The hidden subcommand of this binary that is the writer: `code-interpreter __write-charged [PROCS_FILE]`.
 pub const WRITER_ARG: &str = "__write-charged";
@@ -21,38 +21,4 @@ pub fn writer_main(procs_file: Option<&Path>) -> ! {
         Ok(()) => 0,
         Err(err) => err.raw_os_error().unwrap_or(libc::EIO),
     })
-}
-
-/// The `cgroup.procs` of the memory cgroup that process `pid` is in, from `/proc/<pid>/cgroup` (cgroup v1's
-/// memory hierarchy, or v2's single one); `None` if it cannot be told.
-pub(super) fn memory_cgroup_procs(pid: u32) -> Option<PathBuf> {
-    let table = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    memory_procs_in(&table, Path::new("/sys/fs/cgroup")).filter(|procs| procs.exists())
-}
-
-/// [`memory_cgroup_procs`] of a `/proc/<pid>/cgroup` table, with the cgroup file systems under `root`.
-fn memory_procs_in(table: &str, root: &Path) -> Option<PathBuf> {
-    let relative = |path: &str| path.trim_start_matches('/').to_owned();
-    let v1 = table.lines().find_map(|line| {
-        let mut fields = line.splitn(3, ':');
-        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
-        controllers.split(',').any(|c| c == "memory").then(|| root.join("memory").join(relative(path)))
-    });
-    let v2 = || table.lines().find_map(|line| line.strip_prefix("0::")).map(|path| root.join(relative(path)));
-    Some(v1.or_else(v2)?.join("cgroup.procs"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_memory_cgroup_in_v1_and_v2_tables() {
-        let root = Path::new("/cg");
-        let v1 = "12:pids:/ci/sbx\n5:memory:/ci/sbx\n0::/user.slice\n";
-        assert_eq!(memory_procs_in(v1, root), Some(PathBuf::from("/cg/memory/ci/sbx/cgroup.procs")));
-        let v2 = "0::/ci/sbx\n";
-        assert_eq!(memory_procs_in(v2, root), Some(PathBuf::from("/cg/ci/sbx/cgroup.procs")));
-        assert_eq!(memory_procs_in("3:cpu,cpuacct:/x\n", root), None);
-    }
 }

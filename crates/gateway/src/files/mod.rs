@@ -50,9 +50,10 @@ pub struct SandboxDir {
 }
 
 impl SandboxDir {
-    /// Opens `/sandbox` of the sandbox whose init has host pid `init_pid`. The caller must check afterwards that
-    /// the sandbox still runs, so the pid was not a recycled one.
-    pub fn open(init_pid: u32) -> std::io::Result<SandboxDir> {
+    /// Opens `/sandbox` of the sandbox whose init has host pid `init_pid`; `memory_procs` is the `cgroup.procs` of
+    /// its memory cgroup, which upload writers join. The caller must check afterwards that the sandbox still runs,
+    /// so the pid was not a recycled one.
+    pub fn open(init_pid: u32, memory_procs: Option<std::path::PathBuf>) -> std::io::Result<SandboxDir> {
         let proc_root = format!("/proc/{init_pid}/root");
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let root = nix::fcntl::open(proc_root.as_str(), flags, Mode::empty())?;
@@ -65,7 +66,6 @@ impl SandboxDir {
         if kind_of(&stat) != Kind::Directory || stat.st_uid == 0 {
             return Err(std::io::Error::other(format!("{proc_root}/sandbox is not the sandbox's own directory")));
         }
-        let memory_procs = charged::memory_cgroup_procs(init_pid);
         Ok(SandboxDir { root: sandbox, uid: Uid::from_raw(stat.st_uid), gid: Gid::from_raw(stat.st_gid), memory_procs })
     }
 

@@ -58,7 +58,7 @@ impl Prepared {
                 return Err(LaunchError::Sandbox(err));
             }
         };
-        let init_pid = sandbox.init_pid();
+        let (init_pid, memory_procs) = (sandbox.init_pid(), sandbox.memory_procs_file());
         let process = SandboxProcess { sandbox, session_dir };
         let ready = async {
             let mut client = Client::connect(&info).await?;
@@ -69,7 +69,7 @@ impl Prepared {
             ready = ready => ready.map_err(LaunchError::NotReady),
             exit = process.exited() => Err(LaunchError::DiedStarting(exit)),
         };
-        let outcome = outcome.and_then(|client| Ok((client, open_files(init_pid, &process)?)));
+        let outcome = outcome.and_then(|client| Ok((client, open_files(init_pid, memory_procs, &process)?)));
         match outcome {
             Ok((client, files)) => {
                 tracing::debug!(sandbox = %name, ms = begun.elapsed().as_millis() as u64, "kernel ready");
@@ -85,8 +85,12 @@ impl Prepared {
 
 /// Opens the `/sandbox` of the sandbox whose init is `init_pid`, once its kernel answered; checking afterwards
 /// that the sandbox still runs proves the pid was its init's (an exited init's pid stays taken until reaped).
-fn open_files(init_pid: u32, process: &SandboxProcess) -> Result<SandboxDir, LaunchError> {
-    let opened = SandboxDir::open(init_pid);
+fn open_files(
+    init_pid: u32,
+    memory_procs: Option<PathBuf>,
+    process: &SandboxProcess,
+) -> Result<SandboxDir, LaunchError> {
+    let opened = SandboxDir::open(init_pid, memory_procs);
     if process.has_exited() {
         return Err(LaunchError::DiedStarting(Exit::Signal(libc::SIGKILL)));
     }

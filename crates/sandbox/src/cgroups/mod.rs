@@ -60,6 +60,8 @@ pub trait CgroupDriver: Debug + Send + Sync {
 pub trait Cgroup: Debug + Send + Sync {
     /// The `cgroup.procs` files a process writes its pid into to join.
     fn procs_files(&self) -> Vec<PathBuf>;
+    /// The `cgroup.procs` of the memory controller's directory (the one cgroup in v2), if it has one.
+    fn memory_procs_file(&self) -> Option<PathBuf>;
     /// How many processes the OOM killer killed in this cgroup.
     fn oom_kills(&self) -> Result<u64, CgroupError>;
     /// How many times a fork failed against `pids.max`.

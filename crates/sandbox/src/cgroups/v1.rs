@@ -123,6 +123,10 @@ impl Cgroup for V1Cgroup {
         self.dirs.iter().map(|(_, d)| d.join("cgroup.procs")).collect()
     }
 
+    fn memory_procs_file(&self) -> Option<PathBuf> {
+        self.dir("memory").map(|memory| memory.join("cgroup.procs"))
+    }
+
     fn oom_kills(&self) -> Result<u64, CgroupError> {
         match self.dir("memory") {
             Some(memory) => keyed_value(&memory.join("memory.oom_control"), "oom_kill"),

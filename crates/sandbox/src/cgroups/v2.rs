@@ -97,6 +97,10 @@ impl Cgroup for V2Cgroup {
         vec![self.dir.join("cgroup.procs")]
     }
 
+    fn memory_procs_file(&self) -> Option<PathBuf> {
+        Some(self.dir.join("cgroup.procs"))
+    }
+
     fn oom_kills(&self) -> Result<u64, CgroupError> {
         keyed_value(&self.dir.join("memory.events"), "oom_kill")
     }
