@@ -27,6 +27,7 @@ KERNEL_PRELOAD = (
     "ipykernel.comm",
     "ipykernel.debugger",
     "jupyter_client.session",
+    "ipykernel_launcher",
 )
 # What the kernel's start imports after these (debugpy and pydevd come with ipykernel.debugger), and what users
 # import first. Not matplotlib_inline's backend: it hooks into the shell when imported, which must happen in the
@@ -82,6 +83,7 @@ def preload(config_bytes):
     # What importing set in the environment (debugpy sets PYDEVD_USE_FRAME_EVAL): a kernel importing the same
     # modules itself would have it too.
     _set_by_imports.update({k: v for k, v in os.environ.items() if before.get(k) != v})
+    _module_names.update(sys.modules)
     # Everything imported so far lives for good: keep the collector off those pages, so they stay shared.
     gc.freeze()
 
@@ -90,6 +92,8 @@ def preload(config_bytes):
 _kernel_modules = []
 # Environment variables the preloaded modules set when imported.
 _set_by_imports = {}
+# The names in sys.modules when preloading ended (see `initialize`).
+_module_names = set()
 # The kernel application, configured from the kernels' command line before the fork; and that command line.
 _app = None
 _app_args = None
@@ -122,22 +126,37 @@ def initialize(app, args):
     from ipykernel import ipkernel
 
     ipkernel.sys = _SysWithoutModules()
+    # The same for the shell's `_sys_modules_keys` (the modules `%reset --aggressive` keeps), a set of every
+    # module's name made in IPython's shellapp: while no module came or went since preloading (a kernel only
+    # imports preloaded ones before this), the zygote's set is that set, and no page of theirs gets copied.
+    from IPython.core import shellapp
+
+    names_unchanged = len(sys.modules) == len(_module_names)
+    if names_unchanged:
+        shellapp.sys = _SysWithoutModules()
     try:
         app.initialize(args)
     finally:
         BaseIPythonApplication.initialize = done
         ipkernel.sys = sys
+        shellapp.sys = sys
+    if names_unchanged:
+        app.shell._sys_modules_keys = _module_names
     app.kernel._kernel_modules = _kernel_modules
     if getattr(app.kernel, "debugger", None) is not None:
         app.kernel.debugger.kernel_modules = _kernel_modules
 
 
 class _SysWithoutModules:
-    """`sys`, except that `modules.copy()` is empty (for ipykernel.ipkernel during the kernel's creation)."""
+    """`sys`, except that `modules.copy()` and `modules.keys()` are empty (for the modules of ipykernel and IPython
+    that walk every module while the kernel is created)."""
 
     class _NoModules:
         def copy(self):
             return {}
+
+        def keys(self):
+            return ()
 
     modules = _NoModules()
 

@@ -23,7 +23,8 @@ const SHELL_PORTRAIT: &str = "def shell_portrait(ip):\n    \
     'kernel': ip.kernel is ip.parent and ip.kernel.shell is ip, 'user_ns': ip.kernel.user_ns is ip.user_ns, \
     'main': sys.modules['__main__'] is ip.user_module, 'history': ip.history_manager.session_number, \
     'history_dirs': [str(d) for d in ip.history_manager.dir_hist], 'count': ip.execution_count, \
-    'configurables': sorted(type(c).__name__ for c in ip.configurables), 'pager': os.environ.get('PAGER')}";
+    'configurables': sorted(type(c).__name__ for c in ip.configurables), 'pager': os.environ.get('PAGER'), \
+    'reset_keeps': sorted(m for m in ('ipykernel', 'IPython.core.shellapp', 'tabnanny') if m in ip._sys_modules_keys)}";
 
 #[tokio::test]
 async fn both_launchers_give_the_same_kernel() {
@@ -31,7 +32,8 @@ async fn both_launchers_give_the_same_kernel() {
     for (launcher, server) in both_launchers() {
         let api = server.client();
         let who = user("portrait");
-        api.run_ok(&who, &format!("import sys, os\n{SHELL_PORTRAIT}")).await;
+        // tabnanny: a module imported after the start, which `%reset --aggressive` would remove.
+        api.run_ok(&who, &format!("import sys, os, tabnanny\n{SHELL_PORTRAIT}")).await;
         let text = api.run_ok(&who, SELF_PORTRAIT).await;
         let mut portrait: serde_json::Value = serde_json::from_str(&text).unwrap();
         // Per-process values the kernel sets itself.
@@ -47,6 +49,8 @@ async fn both_launchers_give_the_same_kernel() {
     assert_eq!(zygote["mpl"], "module://matplotlib_inline.backend_inline");
     assert_eq!(zygote["comm"], "python\n", "ps shows the kernel as python");
     assert_eq!(zygote["shell"]["dh"], serde_json::json!(["/sandbox"]), "the shell took the zygote's cwd");
+    let keeps = serde_json::json!(["IPython.core.shellapp", "ipykernel"]);
+    assert_eq!(zygote["shell"]["reset_keeps"], keeps, "the modules the shell had when it started");
 }
 
 /// Kernels forked from one zygote start from the same memory but share nothing: a change in one is invisible in
