@@ -47,6 +47,8 @@ pub struct SandboxDir {
     gid: Gid,
     /// `cgroup.procs` of the sandbox's memory cgroup, which upload writers join (`None`: not found; they don't).
     memory_procs: Option<std::path::PathBuf>,
+    /// Entries the last walk for a run looked at: decides where the next one runs (see [`SandboxDir::run_start`]).
+    last_walk_entries: std::sync::atomic::AtomicUsize,
 }
 
 impl SandboxDir {
@@ -66,7 +68,8 @@ impl SandboxDir {
         if kind_of(&stat) != Kind::Directory || stat.st_uid == 0 {
             return Err(std::io::Error::other(format!("{proc_root}/sandbox is not the sandbox's own directory")));
         }
-        Ok(SandboxDir { root: sandbox, uid: Uid::from_raw(stat.st_uid), gid: Gid::from_raw(stat.st_gid), memory_procs })
+        let (uid, gid) = (Uid::from_raw(stat.st_uid), Gid::from_raw(stat.st_gid));
+        Ok(SandboxDir { root: sandbox, uid, gid, memory_procs, last_walk_entries: Default::default() })
     }
 
     /// Opens `relative` below `/sandbox` with `flags` (plus `O_NOFOLLOW | O_CLOEXEC`), never leaving it.

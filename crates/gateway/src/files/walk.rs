@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use nix::dir::Dir;
 use nix::fcntl::{openat2, OFlag, OpenHow};
@@ -19,6 +21,9 @@ const LIST_MAX_ENTRIES: usize = 10_000;
 const WRITTEN_MAX_ENTRIES: usize = 4_096;
 /// Deepest level walked below the starting directory.
 const MAX_DEPTH: usize = 16;
+/// Most entries of a previous walk for which the next one runs on the async worker: a few microseconds each, less
+/// than handing the walk to the blocking pool costs.
+const INLINE_WALK_MAX_ENTRIES: usize = 64;
 
 /// One entry of a listing.
 #[derive(Debug, Clone)]
@@ -65,14 +70,39 @@ pub struct RunStart {
 type Stamp = (String, (i64, i64), u64);
 
 impl SandboxDir {
-    /// Notes the moment a run starts, see [`RunStart`].
-    pub fn run_start(&self) -> RunStart {
+    /// Notes the moment a run starts, see [`RunStart`]. Walks `/sandbox` on the calling task while its last walk
+    /// was small (microseconds), on the blocking pool otherwise, so a user with many files does not hold up the
+    /// async worker other sessions share.
+    pub async fn run_start(self: &Arc<Self>) -> RunStart {
+        self.walk_where_cheapest(|dir| dir.run_start_here()).await
+    }
+
+    /// The regular files the run that began at `start` created or modified, sorted by path (walked as in
+    /// [`SandboxDir::run_start`]).
+    pub async fn written_since(self: &Arc<Self>, start: RunStart) -> Vec<Written> {
+        self.walk_where_cheapest(move |dir| dir.written_since_here(&start)).await
+    }
+
+    async fn walk_where_cheapest<T: Send + 'static>(
+        self: &Arc<Self>,
+        walk: impl FnOnce(&Self) -> T + Send + 'static,
+    ) -> T {
+        if self.last_walk_entries.load(Ordering::Relaxed) <= INLINE_WALK_MAX_ENTRIES {
+            return walk(self);
+        }
+        let dir = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || walk(&dir)).await {
+            Ok(value) => value,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+
+    fn run_start_here(&self) -> RunStart {
         let since = clock_gettime(ClockId::CLOCK_REALTIME_COARSE).unwrap_or_else(|_| TimeSpec::new(0, 0));
         RunStart { since, already: self.files_since(since).into_iter().collect() }
     }
 
-    /// The regular files the run that began at `start` created or modified, sorted by path.
-    pub fn written_since(&self, start: &RunStart) -> Vec<Written> {
+    fn written_since_here(&self, start: &RunStart) -> Vec<Written> {
         let mut written: Vec<Written> = self
             .files_since(start.since)
             .into_iter()
@@ -99,6 +129,7 @@ impl SandboxDir {
         if walk.truncated {
             tracing::debug!(max = WRITTEN_MAX_ENTRIES, "/sandbox has more entries than are looked at for a run");
         }
+        self.last_walk_entries.store(WRITTEN_MAX_ENTRIES - walk.budget, Ordering::Relaxed);
         files
     }
 

@@ -273,11 +273,12 @@ impl Actor {
         }
         let current = self.bind(kernel, reservation).await?;
         *self.activity.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(current.kernel.client.interrupter());
-        let start = current.kernel.files.run_start();
+        let files = Arc::clone(&current.kernel.files);
+        let start = files.run_start().await;
         let mut execution = execution::run(&mut current.kernel, code, self.shared.config.limits, tap).await;
         *self.activity.running.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if !execution.end.state_lost() {
-            execution.files = current.kernel.files.written_since(&start);
+            execution.files = files.written_since(start).await;
         }
         tracing::info!(
             sandbox = %current.kernel.name,

@@ -174,6 +174,25 @@ async fn run_answer_lists_written_files() {
     api.release(&who).await;
 }
 
+/// With many files in `/sandbox` (the walks then leave the async worker for the blocking pool) the answer is the
+/// same: exactly what the run wrote.
+#[tokio::test]
+async fn written_files_among_many() {
+    let api = shared().client();
+    let who = user("files-many");
+    let (status, body) = api.execute(&who, "for i in range(300):\n    open(f'f{i:03}', 'w').write('x')").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["files"].as_array().map(Vec::len), Some(300), "the first run wrote 300 files");
+    for round in 0..2 {
+        let (status, body) =
+            api.execute(&who, &format!("open('f007', 'w').write('{round}' * 9)\nopen('new{round}', 'w')")).await;
+        assert_eq!(status, 200, "{body}");
+        let expected = json!([{"path": "f007", "size": 9}, {"path": format!("new{round}"), "size": 0}]);
+        assert_eq!(body["files"], expected, "round {round}");
+    }
+    api.release(&who).await;
+}
+
 /// Files can be read, listed and written while the session's code runs: they never wait for the kernel.
 #[tokio::test]
 async fn file_operations_do_not_wait_for_running_code() {
