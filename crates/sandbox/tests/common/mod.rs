@@ -79,13 +79,30 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         for controller in ["memory", "pids", "cpu", "freezer"] {
             let parent = Path::new("/sys/fs/cgroup").join(controller).join(&self.parent);
-            // A fork server's spare init leaves its (empty) cgroup behind when the server is killed.
+            // A fork server's spare init outlives a killed server for a moment, in a cgroup of its own: kill what
+            // is left, then remove each cgroup once its processes are gone.
             for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
                 if child.path().is_dir() {
-                    let _ = std::fs::remove_dir(child.path());
+                    remove_cgroup(&child.path());
                 }
             }
-            let _ = std::fs::remove_dir(parent);
+            remove_cgroup(&parent);
+        }
+    }
+}
+
+/// Kills the processes of `cgroup` (v1 directory) and removes it, waiting up to 5 s for them to exit.
+fn remove_cgroup(cgroup: &Path) {
+    let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|line| line.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    for _ in 0..500 {
+        match std::fs::remove_dir(cgroup) {
+            Err(err) if err.raw_os_error() == Some(nix::libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => return,
         }
     }
 }
