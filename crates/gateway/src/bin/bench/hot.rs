@@ -1,6 +1,7 @@
 //! Sections on ready sessions: execute latency, throughput vs users, 8 requests queued on one session, and warm
-//! acquisition (a new user's first answer when a warm sandbox is waiting). The floor runs first on bare kernels,
-//! then the real server with every needed sandbox warm (warm = max, so no refill runs while measuring).
+//! acquisition (a new user's first answer when a warm sandbox is waiting). The floor's bare kernels and the real
+//! server (every needed sandbox warm: warm = max, so no refill runs while measuring) are alive together and
+//! measured taking turns, so that both sides of each ratio meet the same machine.
 
 use std::time::Instant;
 
@@ -15,6 +16,8 @@ use crate::{Params, Sections};
 /// Numbers of one side.
 #[derive(Default)]
 struct Side {
+    /// "floor" or "server", for progress lines.
+    name: &'static str,
     latency: Option<Latency>,
     throughput: Vec<(usize, Throughput)>,
     queue: Option<Throughput>,
@@ -23,25 +26,35 @@ struct Side {
     available: usize,
 }
 
-/// Runs the selected hot sections on `sessions` (already created; `first` holds their first-request times).
-async fn drive(p: &Params, sel: &Sections, sessions: &[Session], first: Vec<f64>) -> Side {
-    let mut side = Side { first, available: sessions.len(), ..Side::default() };
+/// Runs the selected hot sections on every side at once (`sides[i]` with `sessions[i]`, already created), so that
+/// both meet the same machine: latency in blocks taking turns, each throughput level on one side right after the
+/// other (who goes first swaps every level).
+async fn drive(p: &Params, sel: &Sections, sides: &mut [Side], sessions: &[&[Session]]) {
+    // Sides without a session (nothing could be started) are left out, and reported as such.
+    let live: Vec<usize> = (0..sides.len()).filter(|&i| !sessions[i].is_empty()).collect();
     if sel.latency {
-        side.latency = Some(measure::latency(&sessions[0], p.warmup, p.latency_n).await);
+        let firsts: Vec<&Session> = live.iter().map(|&i| &sessions[i][0]).collect();
+        for (&i, latency) in live.iter().zip(measure::latency(&firsts, p.warmup, p.latency_n).await) {
+            sides[i].latency = Some(latency);
+        }
     }
     if sel.throughput {
-        for &users in &p.levels {
-            if users > sessions.len() {
-                continue;
+        for (level, &users) in p.levels.iter().enumerate() {
+            for j in 0..live.len() {
+                let i = live[(j + level) % live.len()];
+                if users > sessions[i].len() {
+                    continue;
+                }
+                let result = measure::closed_loops(&sessions[i][..users], p.tp_duration).await;
+                eprintln!("bench: throughput {users} users, {}: {:.1} req/s", sides[i].name, result.per_sec);
+                sides[i].throughput.push((users, result));
             }
-            let result = measure::closed_loops(&sessions[..users], p.tp_duration).await;
-            eprintln!("bench: throughput {users} users: {:.1} req/s", result.per_sec);
-            side.throughput.push((users, result));
         }
-        let queued = vec![sessions[0].clone(); p.queue_depth];
-        side.queue = Some(measure::closed_loops(&queued, p.tp_duration).await);
+        for &i in &live {
+            let queued = vec![sessions[i][0].clone(); p.queue_depth];
+            sides[i].queue = Some(measure::closed_loops(&queued, p.tp_duration).await);
+        }
     }
-    side
 }
 
 /// How many sessions the hot sections need.
@@ -56,7 +69,7 @@ fn needed(p: &Params, sel: &Sections) -> usize {
     n
 }
 
-/// Measures the floor, then the server, and reports both.
+/// Starts the floor's bare kernels and the server's warm sandboxes, measures both side by side, reports both.
 pub(crate) async fn run(env: &KernelEnv, p: &Params, sel: &Sections, report: &mut Report) -> anyhow::Result<()> {
     let n = needed(p, sel);
     eprintln!("bench: starting {n} bare kernels (floor)");
@@ -67,14 +80,11 @@ pub(crate) async fn run(env: &KernelEnv, p: &Params, sel: &Sections, report: &mu
         "floor_kernels_started",
         json!({ "n": kernels.len(), "secs": started.elapsed().as_secs_f64() }),
     );
-    let sessions: Vec<Session> = kernels.iter().map(|k| k.session.clone()).collect();
-    let mut first = Vec::new();
-    for session in &sessions {
-        first.push(session.timed("x = 0").await.0);
+    let floor_sessions: Vec<Session> = kernels.iter().map(|k| k.session.clone()).collect();
+    let mut floor = Side { name: "floor", available: floor_sessions.len(), ..Side::default() };
+    for session in &floor_sessions {
+        floor.first.push(session.timed("x = 0").await.0);
     }
-    let floor = drive(p, sel, &sessions, first).await;
-    drop(sessions);
-    drop(kernels);
 
     eprintln!("bench: starting the server with {n} warm sandboxes");
     let server = Server::start(env, n, n)?;
@@ -92,8 +102,8 @@ pub(crate) async fn run(env: &KernelEnv, p: &Params, sel: &Sections, report: &mu
         "server_warm_fill",
         json!({ "wanted": n, "warm": warm, "secs": fill_secs, "complete": filled }),
     );
-    let mut sessions = Vec::new();
-    let mut first = Vec::new();
+    let mut http_sessions = Vec::new();
+    let mut http = Side { name: "server", ..Side::default() };
     for i in 0..warm {
         let session = server.http.session(format!("hot-{i}"));
         let (ms, outcome) = session.timed("x = 0").await;
@@ -101,16 +111,22 @@ pub(crate) async fn run(env: &KernelEnv, p: &Params, sel: &Sections, report: &mu
             eprintln!("bench: creating session {i} failed: {err}");
             break;
         }
-        first.push(ms);
-        sessions.push(session);
+        http.first.push(ms);
+        http_sessions.push(session);
     }
-    let http = if sessions.is_empty() { Side::default() } else { drive(p, sel, &sessions, first).await };
+    http.available = http_sessions.len();
+
+    let mut sides = [floor, http];
+    drive(p, sel, &mut sides, &[&floor_sessions, &http_sessions]).await;
     let rss = server.rss_mib();
-    for session in &sessions {
+    for session in &http_sessions {
         session.release().await;
     }
     drop(server);
+    drop(floor_sessions);
+    drop(kernels);
 
+    let [floor, http] = sides;
     report_side(p, sel, &http, &floor, rss, report);
     Ok(())
 }

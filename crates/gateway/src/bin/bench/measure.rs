@@ -15,24 +15,43 @@ pub(crate) struct Latency {
     pub(crate) bad: usize,
 }
 
-/// `x = 0`, `warmup` untimed increments, then `n` timed increments, each answer checked.
-pub(crate) async fn latency(session: &Session, warmup: usize, n: usize) -> Latency {
-    let mut bad = usize::from(session.run("x = 0").await.is_err());
-    let mut expected = 0u64;
-    for _ in 0..warmup {
-        expected += 1;
-        bad += usize::from(session.run(INCREMENT).await != Ok(format!("{expected}\n")));
-    }
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        expected += 1;
-        let (ms, outcome) = session.timed(INCREMENT).await;
-        samples.push(ms);
-        if outcome != Ok(format!("{expected}\n")) {
-            bad += 1;
+/// Timed increments per block of [`latency`]: small enough that every side sees the same minutes of the machine.
+const LATENCY_BLOCK: usize = 50;
+
+/// `x = 0` and `warmup` untimed increments on every session, then `n` timed increments on each, in blocks that
+/// take turns between the sessions (so a noisy minute of a shared machine falls on both sides alike); every
+/// answer checked. One [`Latency`] per session, in order.
+pub(crate) async fn latency(sessions: &[&Session], warmup: usize, n: usize) -> Vec<Latency> {
+    let mut results: Vec<Latency> = Vec::with_capacity(sessions.len());
+    let mut expected = vec![0u64; sessions.len()];
+    for (session, expected) in sessions.iter().zip(&mut expected) {
+        let mut bad = usize::from(session.run("x = 0").await.is_err());
+        for _ in 0..warmup {
+            *expected += 1;
+            bad += usize::from(session.run(INCREMENT).await != Ok(format!("{expected}\n")));
         }
+        results.push(Latency { samples: Vec::with_capacity(n), bad });
     }
-    Latency { samples, bad }
+    let mut done = 0;
+    let mut round = 0;
+    while done < n {
+        let block = LATENCY_BLOCK.min(n - done);
+        // Who goes first alternates, so neither side always follows the other's burst.
+        for k in 0..sessions.len() {
+            let i = (k + round) % sessions.len();
+            for _ in 0..block {
+                expected[i] += 1;
+                let (ms, outcome) = sessions[i].timed(INCREMENT).await;
+                results[i].samples.push(ms);
+                if outcome != Ok(format!("{}\n", expected[i])) {
+                    results[i].bad += 1;
+                }
+            }
+        }
+        done += block;
+        round += 1;
+    }
+    results
 }
 
 /// Result of closed loops run for a fixed time.
