@@ -163,6 +163,10 @@ class _SysWithoutModules:
     def __getattr__(self, name):
         return getattr(sys, name)
 
+    def __setattr__(self, name, value):
+        # shellapp sets `sys.argv` around the startup files it runs: that must reach the real `sys`.
+        setattr(sys, name, value)
+
 
 def start(request_bytes):
     request = json.loads(request_bytes)
