@@ -24,7 +24,12 @@ const SHELL_PORTRAIT: &str = "def shell_portrait(ip):\n    \
     'main': sys.modules['__main__'] is ip.user_module, 'history': ip.history_manager.session_number, \
     'history_dirs': [str(d) for d in ip.history_manager.dir_hist], 'count': ip.execution_count, \
     'configurables': sorted(type(c).__name__ for c in ip.configurables), 'pager': os.environ.get('PAGER'), \
-    'reset_keeps': sorted(m for m in ('ipykernel', 'IPython.core.shellapp', 'tabnanny') if m in ip._sys_modules_keys)}";
+    'reset_keeps': sorted(m for m in ('ipykernel', 'IPython.core.shellapp', 'tabnanny') if m in ip._sys_modules_keys), \
+    'home_dir': ip.home_dir, \
+    'history_since_start': str(ip.history_manager.get_session_info(0)[1]) >= \
+        str(__import__('datetime').datetime.fromtimestamp(__import__('psutil').Process().create_time())), \
+    'saved': {k: type(v).__name__ for k, v in ip._orig_sys_module_state.items()}, \
+    'saved_main': ip._orig_sys_modules_main_mod not in (None, ip.user_module)}";
 
 #[tokio::test]
 async fn both_launchers_give_the_same_kernel() {
@@ -51,6 +56,9 @@ async fn both_launchers_give_the_same_kernel() {
     assert_eq!(zygote["shell"]["dh"], serde_json::json!(["/sandbox"]), "the shell took the zygote's cwd");
     let keeps = serde_json::json!(["IPython.core.shellapp", "ipykernel"]);
     assert_eq!(zygote["shell"]["reset_keeps"], keeps, "the modules the shell had when it started");
+    // The shell was made before the fork: what it took from its process is the kernel's, not the zygote's.
+    assert_eq!(zygote["shell"]["history_since_start"], true, "the history session began before the kernel did");
+    assert_eq!(zygote["shell"]["saved"]["stdout"], "OutStream", "the streams the shell restores at exit");
 }
 
 /// Kernels forked from one zygote start from the same memory but share nothing: a change in one is invisible in
