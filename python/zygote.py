@@ -8,6 +8,7 @@ or create a ZeroMQ context before the fork: threads do not survive it.
 """
 
 import atexit
+import contextlib
 import datetime
 import gc
 import glob
@@ -149,8 +150,8 @@ def prepare_shell():
 
 
 def adopt_shell(shell):
-    """Does in the kernel what creating `shell` did to its process before the fork (see `prepare_shell`): the
-    shell becomes the kernel's when the kernel asks for it."""
+    """Does in the kernel what creating `shell` did to its process before the fork (see `prepare_shell`), and
+    returns the `instance` classmethod's stand-in through which the kernel, asking for its shell, gets this one."""
     from IPython.utils.path import get_home_dir
 
     shell.init_environment()
@@ -167,8 +168,6 @@ def adopt_shell(shell):
                 "UPDATE sessions SET start=? WHERE session=?",
                 (datetime.datetime.now().isoformat(" "), history.session_number),
             )
-    shell_class = type(shell)
-
     def instance(*args, **kwargs):
         # What the shell's __init__ would have taken from the kernel and its process at this point.
         shell.parent = kwargs.get("parent")
@@ -178,50 +177,64 @@ def adopt_shell(shell):
         atexit.register(shell.atexit_operations)
         return shell
 
-    shell_class.instance = instance
-    return shell_class
+    return instance
 
 
 def initialize(app, args):
     """The rest of IPKernelApp.initialize(args), in the kernel: sockets, threads, the shell."""
+    from IPython.core import shellapp
     from IPython.core.application import BaseIPythonApplication
+    from ipykernel import ipkernel
+    from ipykernel.zmqshell import ZMQInteractiveShell
 
     # The profile directory was made in the zygote's home; the kernel's home is a fresh one.
     os.makedirs(app.profile_dir.location, exist_ok=True)
     app.profile_dir.check_dirs()
-    done = BaseIPythonApplication.initialize
-    BaseIPythonApplication.initialize = lambda self, argv=None: None
-    # IPythonKernel.__init__ lists the files of every imported module (`sys.modules.copy()`), ~1300 of them here:
-    # walking them costs milliseconds and copies every page it touches. Its module sees a `sys` whose
-    # `modules.copy()` is empty; the list made in the zygote is put in its place afterwards.
-    from ipykernel import ipkernel
-
-    ipkernel.sys = _SysWithoutModules()
+    patches = [
+        # Done in the zygote (`prepare_app`).
+        (BaseIPythonApplication, "initialize", lambda self, argv=None: None),
+        # IPythonKernel.__init__ lists the files of every imported module (`sys.modules.copy()`), ~1300 of them
+        # here: walking them costs milliseconds and copies every page it touches. Its module sees a `sys` whose
+        # `modules.copy()` is empty; the list made in the zygote is put in its place afterwards.
+        (ipkernel, "sys", _SysWithoutModules()),
+    ]
     # The same for the shell's `_sys_modules_keys` (the modules `%reset --aggressive` keeps), a set of every
     # module's name made in IPython's shellapp: while no module came or went since preloading (a kernel only
     # imports preloaded ones before this), the zygote's set is that set, and no page of theirs gets copied.
-    from IPython.core import shellapp
-
     names_unchanged = len(sys.modules) == len(_module_names)
     if names_unchanged:
-        shellapp.sys = _SysWithoutModules()
-    from ipykernel.zmqshell import ZMQInteractiveShell
-
+        patches.append((shellapp, "sys", _SysWithoutModules()))
     shell = ZMQInteractiveShell._instance
-    adopted = adopt_shell(shell) if shell is not None else None
-    try:
+    if shell is not None:
+        patches.append((ZMQInteractiveShell, "instance", adopt_shell(shell)))
+    with _patched(patches):
         app.initialize(args)
-    finally:
-        BaseIPythonApplication.initialize = done
-        if adopted is not None:
-            del adopted.instance
-        ipkernel.sys = sys
-        shellapp.sys = sys
     if names_unchanged:
         app.shell._sys_modules_keys = _module_names
     app.kernel._kernel_modules = _kernel_modules
     if getattr(app.kernel, "debugger", None) is not None:
         app.kernel.debugger.kernel_modules = _kernel_modules
+
+
+@contextlib.contextmanager
+def _patched(patches):
+    """Sets each `(owner, name, value)` for the duration of the block, then puts back what the owner had (an
+    attribute it only inherited is removed again)."""
+    saved = []
+    try:
+        for owner, name, value in patches:
+            saved.append((owner, name, vars(owner).get(name, _MISSING)))
+            setattr(owner, name, value)
+        yield
+    finally:
+        for owner, name, value in reversed(saved):
+            if value is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+
+
+_MISSING = object()
 
 
 class _SysWithoutModules:
