@@ -1,5 +1,5 @@
-# Finishes a freshly pip-installed kernel environment (python/setup_env.py): CJK font, matplotlib font cache,
-# relocatable scripts, smoke test. Run by crates/gateway/src/kernel_env.rs with the venv's own python:
+# Finishes a freshly pip-installed kernel environment (python/setup_env.py): the kernel module, CJK font,
+# matplotlib font cache, relocatable scripts, smoke test. Run by crates/gateway/src/kernel_env with the venv's python:
 #     <venv>/bin/python setup_env.py FINAL_ROOT
 # The venv is built at a temporary path and renamed to FINAL_ROOT afterwards; it is later bind-mounted elsewhere
 # (e.g. /opt/kernel-env in the sandbox), so nothing written here may depend on the venv's absolute path.
@@ -11,14 +11,16 @@ import os
 import shutil
 import stat
 import sys
+import sysconfig
 import tempfile
 import warnings
 from pathlib import Path
 
 FONT_FILE = "NotoSansCJK-Regular.ttc"
 CJK_FAMILY = "Noto Sans CJK SC"
+KERNEL_MODULE = "code_interpreter_kernel"
 SMOKE_IMPORTS = [
-    "ipykernel.kernelapp", "matplotlib_inline.backend_inline", "numpy", "pandas", "scipy.optimize",
+    KERNEL_MODULE, "ipykernel.kernelapp", "matplotlib_inline.backend_inline", "numpy", "pandas", "scipy.optimize",
     "sklearn.linear_model", "sympy", "PIL.Image",
 ]
 
@@ -138,7 +140,17 @@ def readable_by_all(prefix):
     return fixed
 
 
+def install_kernel_module(share):
+    """Copy the kernel every sandbox runs (share/code-interpreter/code_interpreter_kernel.py, written by the
+    builder) into site-packages, so that `python -m code_interpreter_kernel` finds it."""
+    source = share / f"{KERNEL_MODULE}.py"
+    target = Path(sysconfig.get_paths()["purelib"]) / source.name
+    shutil.copyfile(source, target)
+    return str(target.relative_to(sys.prefix))
+
+
 def finish(prefix, share, final_root):
+    kernel = install_kernel_module(share)
     font = link_font()
     lists = build_font_cache(share)  # first: imports matplotlib with this env's settings
     for name in SMOKE_IMPORTS:
@@ -146,7 +158,7 @@ def finish(prefix, share, final_root):
     scripts = relocatable_scripts(prefix, final_root)
     modes = readable_by_all(prefix)
     return {
-        "font": str(font.relative_to(prefix)), "font_cache": lists, "scripts_rewritten": scripts, "modes_fixed": modes,
+        "kernel": kernel, "font": str(font.relative_to(prefix)), "font_cache": lists, "scripts_rewritten": scripts, "modes_fixed": modes,
     }
 
 

@@ -3,7 +3,7 @@
 `preload(config)` runs once in the zygote: it imports everything a kernel needs, parses the kernels' command
 line, creates their IPython shell, and freezes the heap, so that the sandboxes forked from it share those pages
 copy-on-write. `start(request)` runs in each sandbox, after the fork and after the sandbox's walls are up: it
-becomes that session's kernel exactly as `python -m ipykernel_launcher ARGS` would. Nothing here may start a thread
+becomes that session's kernel exactly as `python -m code_interpreter_kernel ARGS` would. Nothing here may start a thread
 or create a ZeroMQ context before the fork: threads do not survive it.
 """
 
@@ -34,7 +34,7 @@ KERNEL_PRELOAD = (
     # Reading the connection file asks for the host's addresses, which imports psutil (~7 ms in every kernel).
     "jupyter_client.localinterfaces",
     "psutil",
-    "ipykernel_launcher",
+    "code_interpreter_kernel",
 )
 # What the kernel's start imports after these (debugpy and pydevd come with ipykernel.debugger), and what users
 # import first. Not matplotlib_inline's backend: it hooks into the shell when imported, which must happen in the
@@ -111,10 +111,10 @@ def prepare_app(args):
     """Does the part of the kernel's start that is the same for every kernel and needs neither a thread nor a
     ZeroMQ context: parsing the command line and the configuration (IPython's application initialize)."""
     global _app, _app_args
+    from code_interpreter_kernel import KernelApp
     from IPython.core.application import BaseIPythonApplication
-    from ipykernel import kernelapp
 
-    _app = kernelapp.IPKernelApp.instance()
+    _app = KernelApp.instance()
     BaseIPythonApplication.initialize(_app, args)
     _app_args = list(args)
 
@@ -261,8 +261,8 @@ class _SysWithoutModules:
 def start(request_bytes):
     request = json.loads(request_bytes)
     argv = request["argv"]
-    if argv[1:3] != ["-m", "ipykernel_launcher"]:
-        raise SystemExit(f"zygote: can only start `python -m ipykernel_launcher ...`, not {argv!r}")
+    if argv[1:3] != ["-m", "code_interpreter_kernel"]:
+        raise SystemExit(f"zygote: can only start `python -m code_interpreter_kernel ...`, not {argv!r}")
     # Exactly the policy's environment, as an exec would have given it, plus what the imports add.
     os.environ.clear()
     os.environ.update(request["env"])
@@ -276,11 +276,11 @@ def start(request_bytes):
     random.seed()
     numpy.random.seed()
 
-    import ipykernel_launcher
-    from ipykernel import kernelapp
+    import code_interpreter_kernel
+    from code_interpreter_kernel import KernelApp
 
     args = argv[3:]
-    sys.argv = [ipykernel_launcher.__file__, *args]
+    sys.argv = [code_interpreter_kernel.__file__, *args]
     if _app is not None and args == _app_args:
         initialize(_app, args)
         app = _app
@@ -288,8 +288,8 @@ def start(request_bytes):
         # Another command line than the one prepared for: start from scratch.
         from ipykernel.zmqshell import ZMQInteractiveShell
 
-        kernelapp.IPKernelApp.clear_instance()
+        KernelApp.clear_instance()
         ZMQInteractiveShell.clear_instance()
-        app = kernelapp.IPKernelApp.instance()
+        app = KernelApp.instance()
         app.initialize(args)
     app.start()

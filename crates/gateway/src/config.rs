@@ -69,7 +69,7 @@ pub enum LauncherKind {
     /// Fork each kernel from one interpreter that has imported ipykernel, numpy, pandas and matplotlib; falls
     /// back to `exec` (with a warning) where the zygote cannot run, e.g. a Python without a shared libpython.
     Zygote,
-    /// Start each kernel as a fresh `python -m ipykernel_launcher`.
+    /// Start each kernel as a fresh `python -m code_interpreter_kernel`.
     Exec,
 }
 

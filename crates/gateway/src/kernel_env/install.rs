@@ -11,9 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use super::command::{quiet_command, spawn_err, tail_of_output, TAIL_LINES};
 use super::marker::{inputs_hash, write_meta, EnvMeta};
 use super::probe::probe_python;
-use super::{
-    existing, io_err, sibling, EnvError, KernelEnv, MATPLOTLIBRC, META_FILE, REQUIREMENTS, SETUP_SCRIPT, SHARE_DIR,
-};
+use super::{existing, io_err, sibling, EnvError, KernelEnv, EMBEDDED, META_FILE, REQUIREMENTS, SHARE_DIR};
 
 /// Removes `path` (file or directory tree) if it exists.
 async fn remove_any(path: &Path) -> Result<(), EnvError> {
@@ -54,9 +52,7 @@ pub(super) async fn build(root: &Path, python: &Path) -> Result<KernelEnv, EnvEr
     }
     let share = partial.join(SHARE_DIR);
     tokio::fs::create_dir_all(&share).await.map_err(io_err(&share))?;
-    for (name, text) in
-        [("requirements.txt", REQUIREMENTS), ("matplotlibrc", MATPLOTLIBRC), ("setup_env.py", SETUP_SCRIPT)]
-    {
+    for (name, text) in EMBEDDED {
         let path = share.join(name);
         tokio::fs::write(&path, text).await.map_err(io_err(&path))?;
     }

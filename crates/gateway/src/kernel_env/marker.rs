@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{io_err, EnvError, MATPLOTLIBRC, META_FILE, REQUIREMENTS, SETUP_SCRIPT};
+use super::{io_err, EnvError, EMBEDDED, META_FILE};
 
 /// Bump when the build steps change in a way the embedded files above do not show.
 const LAYOUT_VERSION: u32 = 2;
@@ -31,9 +31,7 @@ pub(super) struct EnvMeta {
 pub(super) fn inputs_hash() -> String {
     let mut h = Sha256::new();
     h.update(format!("layout {LAYOUT_VERSION}\n"));
-    for (name, text) in
-        [("requirements.txt", REQUIREMENTS), ("matplotlibrc", MATPLOTLIBRC), ("setup_env.py", SETUP_SCRIPT)]
-    {
+    for (name, text) in EMBEDDED {
         h.update(format!("{name} {}\n", text.len()));
         h.update(text);
     }

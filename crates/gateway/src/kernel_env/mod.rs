@@ -2,8 +2,9 @@
 //!
 //! Layout of a finished environment at `root` (e.g. `~/.local/share/code-interpreter/kernel-env`):
 //! - `bin/python`: the venv's interpreter (a symlink into `base_prefix`, which the sandbox must bind-mount
-//!   read-only at the same path). Start kernels with `<venv>/bin/python -m ipykernel_launcher -f <conn>`;
+//!   read-only at the same path). Start kernels with `<venv>/bin/python -m code_interpreter_kernel -f <conn>`;
 //!   console scripts in `bin/` are rewritten to find `python` next to themselves, so they work at any mount point.
+//! - `lib/python3.X/site-packages/code_interpreter_kernel.py`: the kernel (ipykernel's, leaner; see the module).
 //! - `share/code-interpreter/matplotlibrc`: CJK default font, inline backend (`MATPLOTLIBRC` points at it).
 //! - `share/code-interpreter/mpl-cache/fontlist-*.json`: matplotlib's font list, prebuilt and relocatable; copy it
 //!   into a kernel's fresh `MPLCONFIGDIR` to skip the ~0.15 s font scan on its first `import matplotlib`.
@@ -28,8 +29,18 @@ use marker::{inputs_hash, EnvMeta};
 const REQUIREMENTS: &str = include_str!("../../../../python/requirements.txt");
 /// matplotlib settings applied in every kernel.
 const MATPLOTLIBRC: &str = include_str!("../../../../python/matplotlibrc");
-/// Post-install step run with the venv's python: CJK font, font cache, relocatable scripts, smoke test.
+/// Post-install step run with the venv's python: kernel module, CJK font, font cache, relocatable scripts, smoke
+/// test.
 const SETUP_SCRIPT: &str = include_str!("../../../../python/setup_env.py");
+/// The kernel module every sandbox runs (`python -m code_interpreter_kernel`), installed by the setup script.
+const KERNEL_MODULE: &str = include_str!("../../../../python/code_interpreter_kernel.py");
+/// Every embedded file, as written into `SHARE_DIR` (and hashed into the marker: a change to any means a rebuild).
+const EMBEDDED: [(&str, &str); 4] = [
+    ("requirements.txt", REQUIREMENTS),
+    ("matplotlibrc", MATPLOTLIBRC),
+    ("setup_env.py", SETUP_SCRIPT),
+    ("code_interpreter_kernel.py", KERNEL_MODULE),
+];
 /// The pinned wheels (numpy 2.4, pandas 3, scipy 1.17) need this Python or newer.
 const MIN_PYTHON: (u32, u32) = (3, 11);
 /// Metadata file inside the environment, written last.

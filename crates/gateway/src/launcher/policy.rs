@@ -75,7 +75,7 @@ impl KernelPolicy {
         vec![
             self.python().to_string_lossy().into_owned(),
             "-m".into(),
-            "ipykernel_launcher".into(),
+            "code_interpreter_kernel".into(),
             "-f".into(),
             format!("{RUN_IN_SANDBOX}/kernel.json"),
             "--HistoryManager.hist_file=:memory:".into(),

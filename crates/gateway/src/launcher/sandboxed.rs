@@ -1,4 +1,4 @@
-//! `SandboxLauncher`, the exec launcher: each kernel is a fresh `python -m ipykernel_launcher` in a fresh Linux
+//! `SandboxLauncher`, the exec launcher: each kernel is a fresh `python -m code_interpreter_kernel` in a fresh Linux
 //! sandbox, set up by this binary re-executed as `__sandbox-exec` (a single-threaded helper; the gateway's tokio
 //! process never forks). Slower to start than the zygote, but needs nothing from the interpreter.
 //!

@@ -48,7 +48,7 @@ impl ZygoteLauncher {
             preload: serde_json::json!({
                 "prefix": ENV_IN_SANDBOX,
                 "font_cache": env.path_at(&env.font_cache_dir, Path::new(ENV_IN_SANDBOX)),
-                // After `python -m ipykernel_launcher`: the same for every kernel, so parsed once, before forking.
+                // After `python -m code_interpreter_kernel`: the same for every kernel, so parsed once, before forking.
                 "kernel_args": &policy.kernel_argv()[3..],
             }),
         };

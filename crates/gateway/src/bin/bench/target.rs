@@ -236,16 +236,16 @@ pub(crate) struct BareKernel {
 }
 
 impl BareKernel {
-    /// Starts `<env>/bin/python -m ipykernel_launcher` on ipc sockets in a temp dir, with the environment the
-    /// sandboxed kernels get that matters for speed (inline backend, one BLAS thread, in-memory history), and
-    /// waits until it is ready (shell answers, iopub connected).
+    /// Starts `<env>/bin/python -m code_interpreter_kernel` (the kernel the sandboxes run) on ipc sockets in a temp
+    /// dir, with the environment the sandboxed kernels get that matters for speed (inline backend, one BLAS thread,
+    /// in-memory history), and waits until it is ready (shell answers, iopub connected).
     pub(crate) async fn start(env: &KernelEnv) -> anyhow::Result<BareKernel> {
         let dir = tempfile::Builder::new().prefix("bk").tempdir()?;
         let info = ConnectionInfo::ipc(dir.path());
         let file = dir.path().join("kernel.json");
         std::fs::write(&file, info.connection_file_json(dir.path()))?;
         let child = tokio::process::Command::new(&env.python)
-            .args(["-m", "ipykernel_launcher", "-f"])
+            .args(["-m", "code_interpreter_kernel", "-f"])
             .arg(&file)
             .arg("--HistoryManager.hist_file=:memory:")
             .env("IPYTHONDIR", dir.path().join("ipython"))
