@@ -5,8 +5,11 @@ mod v1;
 mod v2;
 
 use std::fmt::Debug;
+use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -197,14 +200,40 @@ fn mkdir_all(path: &Path) -> Result<(), CgroupError> {
 
 /// The value of `key` in a flat-keyed file such as `memory.events` (`key value` per line); 0 if absent.
 pub(crate) fn keyed_value(path: &Path, key: &str) -> Result<u64, CgroupError> {
-    let content = read(path)?;
+    parse_keyed(&read(path)?, key, path)
+}
+
+/// A flat-keyed counter file (`pids.events`) kept open after its first read: reading it again (before and after
+/// every execution) is one `pread`, not a walk through the cgroup filesystem, an open, a stat, reads and a close.
+#[derive(Debug)]
+pub(crate) struct CounterFile {
+    path: PathBuf,
+    file: OnceLock<Option<File>>,
+}
+
+impl CounterFile {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self { path, file: OnceLock::new() }
+    }
+
+    /// The value of `key`: 0 if absent, or if the file cannot be opened (a kernel without this counter).
+    pub(crate) fn value(&self, key: &str) -> Result<u64, CgroupError> {
+        let Some(file) = self.file.get_or_init(|| File::open(&self.path).ok()) else { return Ok(0) };
+        // These files hold a few short lines; a fuller one would fail to parse rather than be misread.
+        let mut buf = [0u8; 1024];
+        let n = file.read_at(&mut buf, 0).map_err(|source| CgroupError::Read { path: self.path.clone(), source })?;
+        parse_keyed(&String::from_utf8_lossy(&buf[..n]), key, &self.path)
+    }
+}
+
+fn parse_keyed(content: &str, key: &str, path: &Path) -> Result<u64, CgroupError> {
     for line in content.lines() {
         let mut fields = line.split_whitespace();
         if fields.next() == Some(key) {
             return fields
                 .next()
                 .and_then(|v| v.parse().ok())
-                .ok_or_else(|| CgroupError::Parse { path: path.into(), content: content.clone() });
+                .ok_or_else(|| CgroupError::Parse { path: path.into(), content: content.into() });
         }
     }
     Ok(0)
@@ -292,4 +321,26 @@ pub(crate) fn subdirs(dir: &Path) -> Result<Vec<String>, CgroupError> {
         .collect();
     names.sort();
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file is opened once: later reads see its new content through the same descriptor (even once its
+    /// name is gone); a file that never existed reads 0.
+    #[test]
+    fn counter_file_is_read_again_through_one_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pids.events");
+        std::fs::write(&path, "max 0\n").unwrap();
+        let counter = CounterFile::new(path.clone());
+        assert_eq!(counter.value("max").unwrap(), 0);
+        std::fs::write(&path, "max 7\n").unwrap();
+        assert_eq!(counter.value("max").unwrap(), 7);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(counter.value("max").unwrap(), 7, "read through the descriptor, not the path");
+        assert_eq!(counter.value("other").unwrap(), 0);
+        assert_eq!(CounterFile::new(dir.path().join("missing")).value("max").unwrap(), 0);
+    }
 }

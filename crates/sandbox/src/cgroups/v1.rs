@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{keyed_value, kill_until_empty, mkdir_all, procs, read, rename_dir, rmdir_tree, subdirs, write};
-use super::{Cgroup, CgroupDriver, CgroupError, CgroupSetup};
+use super::{Cgroup, CgroupDriver, CgroupError, CgroupSetup, CounterFile};
 
 /// Controllers a sandbox is placed in; `memory` and `pids` are required, the others used when mounted.
 const REQUIRED: &[&str] = &["memory", "pids"];
@@ -22,6 +22,15 @@ impl V1 {
         Self { root: root.into() }
     }
 
+    /// The cgroup `name` under `parent`, in every hierarchy this host has (nothing is created).
+    fn cgroup(&self, parent: &str, name: &str) -> V1Cgroup {
+        let dirs: Vec<_> =
+            self.controllers().into_iter().map(|c| (c, self.root.join(c).join(parent).join(name))).collect();
+        // Without a pids hierarchy the path does not exist, and the counter reads 0.
+        let pids_events = CounterFile::new(self.root.join("pids").join(parent).join(name).join("pids.events"));
+        V1Cgroup { dirs, pids_events }
+    }
+
     fn controllers(&self) -> Vec<&'static str> {
         let mounted = |c: &&str| self.root.join(c).join("cgroup.procs").exists();
         REQUIRED.iter().copied().chain(OPTIONAL.iter().copied().filter(mounted)).collect()
@@ -30,9 +39,7 @@ impl V1 {
 
 impl CgroupDriver for V1 {
     fn create(&self, parent: &str, name: &str, setup: &CgroupSetup) -> Result<Box<dyn Cgroup>, CgroupError> {
-        let cgroup = V1Cgroup {
-            dirs: self.controllers().into_iter().map(|c| (c, self.root.join(c).join(parent).join(name))).collect(),
-        };
+        let cgroup = self.cgroup(parent, name);
         for (_, dir) in &cgroup.dirs {
             mkdir_all(dir)?;
         }
@@ -46,9 +53,7 @@ impl CgroupDriver for V1 {
     }
 
     fn open(&self, parent: &str, name: &str) -> Box<dyn Cgroup> {
-        Box::new(V1Cgroup {
-            dirs: self.controllers().into_iter().map(|c| (c, self.root.join(c).join(parent).join(name))).collect(),
-        })
+        Box::new(self.cgroup(parent, name))
     }
 
     fn rename(&self, parent: &str, from: &str, to: &str) -> Result<(), CgroupError> {
@@ -78,6 +83,7 @@ impl CgroupDriver for V1 {
 #[derive(Debug)]
 struct V1Cgroup {
     dirs: Vec<(&'static str, PathBuf)>,
+    pids_events: CounterFile,
 }
 
 impl V1Cgroup {
@@ -135,10 +141,7 @@ impl Cgroup for V1Cgroup {
     }
 
     fn pids_max_events(&self) -> Result<u64, CgroupError> {
-        match self.dir("pids") {
-            Some(pids) if pids.join("pids.events").exists() => keyed_value(&pids.join("pids.events"), "max"),
-            _ => Ok(0),
-        }
+        self.pids_events.value("max")
     }
 
     fn kill_all(&self) -> Result<(), CgroupError> {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{keyed_value, kill_until_empty, mkdir_all, read, rename_dir, rmdir_tree, subdirs, write};
-use super::{Cgroup, CgroupDriver, CgroupError, CgroupSetup};
+use super::{Cgroup, CgroupDriver, CgroupError, CgroupSetup, CounterFile};
 
 /// Controllers delegated down to the sandbox cgroups.
 const CONTROLLERS: &[&str] = &["memory", "pids", "cpu"];
@@ -43,7 +43,7 @@ impl CgroupDriver for V2 {
         self.delegate(&parent_dir)?;
         let dir = parent_dir.join(name);
         mkdir_all(&dir)?;
-        let cgroup = V2Cgroup { dir };
+        let cgroup = V2Cgroup::new(dir);
         if let Err(error) = cgroup.apply(setup) {
             // Best effort: the error that matters is the one being returned.
             let _ = cgroup.remove();
@@ -53,7 +53,7 @@ impl CgroupDriver for V2 {
     }
 
     fn open(&self, parent: &str, name: &str) -> Box<dyn Cgroup> {
-        Box::new(V2Cgroup { dir: self.root.join(parent).join(name) })
+        Box::new(V2Cgroup::new(self.root.join(parent).join(name)))
     }
 
     fn list(&self, parent: &str) -> Result<Vec<String>, CgroupError> {
@@ -74,9 +74,15 @@ impl CgroupDriver for V2 {
 #[derive(Debug)]
 struct V2Cgroup {
     dir: PathBuf,
+    pids_events: CounterFile,
 }
 
 impl V2Cgroup {
+    fn new(dir: PathBuf) -> Self {
+        let pids_events = CounterFile::new(dir.join("pids.events"));
+        Self { dir, pids_events }
+    }
+
     fn apply(&self, setup: &CgroupSetup) -> Result<(), CgroupError> {
         write(&self.dir.join("memory.max"), &setup.memory_bytes.to_string())?;
         // Hosts without swap have no swap file; with swap, the memory limit must also be the swap-inclusive one.
@@ -106,7 +112,7 @@ impl Cgroup for V2Cgroup {
     }
 
     fn pids_max_events(&self) -> Result<u64, CgroupError> {
-        keyed_value(&self.dir.join("pids.events"), "max")
+        self.pids_events.value("max")
     }
 
     fn kill_all(&self) -> Result<(), CgroupError> {
