@@ -49,6 +49,9 @@ pub struct SandboxDir {
     memory_procs: Option<std::path::PathBuf>,
     /// Entries the last walk for a run looked at: decides where the next one runs (see [`SandboxDir::run_start`]).
     last_walk_entries: std::sync::atomic::AtomicUsize,
+    /// `/sandbox` opened for reading by the first walk for a run and rewound by each: two walks per execution
+    /// then cost no open, stat, fcntl or close of the root.
+    run_walk_root: std::sync::Mutex<Option<nix::dir::Dir>>,
 }
 
 impl SandboxDir {
@@ -69,7 +72,14 @@ impl SandboxDir {
             return Err(std::io::Error::other(format!("{proc_root}/sandbox is not the sandbox's own directory")));
         }
         let (uid, gid) = (Uid::from_raw(stat.st_uid), Gid::from_raw(stat.st_gid));
-        Ok(SandboxDir { root: sandbox, uid, gid, memory_procs, last_walk_entries: Default::default() })
+        Ok(SandboxDir {
+            root: sandbox,
+            uid,
+            gid,
+            memory_procs,
+            last_walk_entries: Default::default(),
+            run_walk_root: Default::default(),
+        })
     }
 
     /// Opens `relative` below `/sandbox` with `flags` (plus `O_NOFOLLOW | O_CLOEXEC`), never leaving it.

@@ -115,12 +115,15 @@ impl SandboxDir {
 
     /// Regular files modified at or after `since`: path, modification time and size (bounded walk).
     fn files_since(&self, since: TimeSpec) -> Vec<Stamp> {
-        let Ok(dir) = self.open_dir(&UserPath::parse("").expect("the root is a valid path")) else {
-            return Vec::new();
-        };
+        let mut root = self.run_walk_root.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if root.is_none() {
+            let opened = self.open_dir(&UserPath::parse("").expect("the root is a valid path"));
+            *root = opened.ok().and_then(|fd| Dir::from_fd(fd).ok());
+        }
+        let Some(dir) = root.as_mut() else { return Vec::new() };
         let mut files = Vec::new();
         let mut walk = Walk { budget: WRITTEN_MAX_ENTRIES, truncated: false };
-        walk.dir(dir, "", 0, &mut |path, stat| {
+        walk.entries(dir, "", 0, &mut |path, stat| {
             let modified = TimeSpec::new(stat.st_mtime, stat.st_mtime_nsec);
             if kind_of(stat) == Kind::File && modified >= since {
                 files.push((path.to_owned(), (stat.st_mtime, stat.st_mtime_nsec), stat.st_size as u64));
@@ -156,7 +159,13 @@ struct Walk {
 impl Walk {
     /// Calls `visit` with each entry below `dir` (named `prefix`, relative to `/sandbox`), depth first.
     fn dir(&mut self, dir: OwnedFd, prefix: &str, depth: usize, visit: &mut dyn FnMut(&str, &FileStat)) {
-        let Ok(mut dir) = Dir::from_fd(dir) else { return };
+        if let Ok(mut dir) = Dir::from_fd(dir) {
+            self.entries(&mut dir, prefix, depth, visit);
+        }
+    }
+
+    /// [`Walk::dir`] on a directory already open; its stream is rewound afterwards, ready for another walk.
+    fn entries(&mut self, dir: &mut Dir, prefix: &str, depth: usize, visit: &mut dyn FnMut(&str, &FileStat)) {
         let mut names = Vec::new();
         for entry in dir.iter() {
             let Ok(entry) = entry else { break };
