@@ -21,10 +21,15 @@ if __name__ == "__main__":
         del sys.path[0]
 
 from ipykernel.kernelapp import IPKernelApp  # noqa: E402 (after the sys.path change above)
+from traitlets import List, Unicode  # noqa: E402
 
 
 class KernelApp(IPKernelApp):
     """IPKernelApp without the shell-channel thread and the heartbeat (see the module's docstring)."""
+
+    # IPython's own default extension by its full name: IPython looks for a top-level `storemagic` module first
+    # (~0.8 ms of failed lookups along sys.path in every kernel) before loading this one, under this name.
+    default_extensions = List(Unicode(), ["IPython.extensions.storemagic"]).tag(config=False)
 
     def init_control(self, context):
         super().init_control(context)

@@ -142,6 +142,13 @@ def prepare_shell():
         kernel=None,
         compiler_class=traits["compiler_class"].default_value,
     )
+    # Its extensions (IPython's storemagic) register magics on the shell, the same in every kernel: loaded here, the
+    # kernel's `init_extensions` finds them loaded. One that fails is left to the kernel, which reports it.
+    for name in _app.default_extensions + _app.extensions + _app.extra_extensions:
+        try:
+            shell.extension_manager.load_extension(name)
+        except Exception:
+            pass
     # The zygote keeps its own `__main__`, environment and exit: the kernel takes these back in `adopt_shell`.
     sys.modules["__main__"] = zygote_main
     os.environ.clear()

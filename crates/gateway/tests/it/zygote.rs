@@ -28,7 +28,8 @@ const SHELL_PORTRAIT: &str = "def shell_portrait(ip):\n    \
     'history_dirs': [str(d) for d in ip.history_manager.dir_hist], 'count': ip.execution_count, \
     'configurables': sorted(type(c).__name__ for c in ip.configurables), 'pager': os.environ.get('PAGER'), \
     'reset_keeps': sorted(m for m in ('ipykernel', 'IPython.core.shellapp', 'tabnanny') if m in ip._sys_modules_keys), \
-    'home_dir': ip.home_dir, \
+    'home_dir': ip.home_dir, 'extensions': sorted(ip.extension_manager.loaded), \
+    'magics': sorted(ip.magics_manager.lsmagic()['line']), \
     'history_since_start': str(ip.history_manager.get_session_info(0)[1]) >= \
         str(__import__('datetime').datetime.fromtimestamp(__import__('psutil').Process().create_time())), \
     'saved': {k: type(v).__name__ for k, v in ip._orig_sys_module_state.items()}, \
@@ -67,6 +68,9 @@ async fn both_launchers_give_the_same_kernel() {
     // The shell was made before the fork: what it took from its process is the kernel's, not the zygote's.
     assert_eq!(zygote["shell"]["history_since_start"], true, "the history session began before the kernel did");
     assert_eq!(zygote["shell"]["saved"]["stdout"], "OutStream", "the streams the shell restores at exit");
+    // The shell's default extension and its magics (the shell is made in the zygote, the extension in the kernel).
+    assert_eq!(zygote["shell"]["extensions"], serde_json::json!(["IPython.extensions.storemagic"]));
+    assert!(zygote["shell"]["magics"].as_array().unwrap().contains(&serde_json::json!("store")));
 }
 
 /// Kernels forked from one zygote start from the same memory but share nothing: a change in one is invisible in
