@@ -90,10 +90,13 @@ pub struct PooledKernel {
 }
 
 impl PooledKernel {
-    /// Destroys the kernel's sandbox, counted under `why`.
+    /// Destroys the kernel's sandbox and frees its slot, then counts it under `why`: a scrape that shows it counted
+    /// no longer shows it among the sandboxes.
     async fn destroy(self, metrics: &Metrics, why: Termination) {
+        let PooledKernel { kernel, _slot: slot } = self;
+        kernel.destroy().await;
+        drop(slot);
         metrics.sandbox_terminated(why);
-        self.kernel.destroy().await;
     }
 }
 
