@@ -158,7 +158,8 @@ def finish(prefix, share, final_root):
     scripts = relocatable_scripts(prefix, final_root)
     modes = readable_by_all(prefix)
     return {
-        "kernel": kernel, "font": str(font.relative_to(prefix)), "font_cache": lists, "scripts_rewritten": scripts, "modes_fixed": modes,
+        "kernel": kernel, "font": str(font.relative_to(prefix)), "font_cache": lists, "scripts_rewritten": scripts,
+        "modes_fixed": modes,
     }
 
 

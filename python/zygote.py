@@ -3,8 +3,8 @@
 `preload(config)` runs once in the zygote: it imports everything a kernel needs, parses the kernels' command
 line, creates their IPython shell, and freezes the heap, so that the sandboxes forked from it share those pages
 copy-on-write. `start(request)` runs in each sandbox, after the fork and after the sandbox's walls are up: it
-becomes that session's kernel exactly as `python -m code_interpreter_kernel ARGS` would. Nothing here may start a thread
-or create a ZeroMQ context before the fork: threads do not survive it.
+becomes that session's kernel exactly as `python -m code_interpreter_kernel ARGS` would. Nothing here may start a
+thread or create a ZeroMQ context before the fork: threads do not survive it.
 """
 
 import atexit
@@ -284,8 +284,8 @@ def start(request_bytes):
     numpy.random.seed()
 
     import code_interpreter_kernel
-    from code_interpreter_kernel import KernelApp
 
+    KernelApp = code_interpreter_kernel.KernelApp
     args = argv[3:]
     sys.argv = [code_interpreter_kernel.__file__, *args]
     if _app is not None and args == _app_args:

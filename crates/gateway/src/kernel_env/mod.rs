@@ -32,14 +32,16 @@ const MATPLOTLIBRC: &str = include_str!("../../../../python/matplotlibrc");
 /// Post-install step run with the venv's python: kernel module, CJK font, font cache, relocatable scripts, smoke
 /// test.
 const SETUP_SCRIPT: &str = include_str!("../../../../python/setup_env.py");
-/// The kernel module every sandbox runs (`python -m code_interpreter_kernel`), installed by the setup script.
-const KERNEL_MODULE: &str = include_str!("../../../../python/code_interpreter_kernel.py");
+/// The module every kernel is started as (`<venv>/bin/python -m KERNEL_MODULE`), installed by the setup script.
+pub const KERNEL_MODULE: &str = "code_interpreter_kernel";
+/// Its source.
+const KERNEL_MODULE_SOURCE: &str = include_str!("../../../../python/code_interpreter_kernel.py");
 /// Every embedded file, as written into `SHARE_DIR` (and hashed into the marker: a change to any means a rebuild).
 const EMBEDDED: [(&str, &str); 4] = [
     ("requirements.txt", REQUIREMENTS),
     ("matplotlibrc", MATPLOTLIBRC),
     ("setup_env.py", SETUP_SCRIPT),
-    ("code_interpreter_kernel.py", KERNEL_MODULE),
+    ("code_interpreter_kernel.py", KERNEL_MODULE_SOURCE),
 ];
 /// The pinned wheels (numpy 2.4, pandas 3, scipy 1.17) need this Python or newer.
 const MIN_PYTHON: (u32, u32) = (3, 11);

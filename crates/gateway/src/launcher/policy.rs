@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::session_dir::SessionDir;
 use super::LaunchError;
 use crate::config::Config;
-use crate::kernel_env::KernelEnv;
+use crate::kernel_env::{KernelEnv, KERNEL_MODULE};
 
 /// Where the kernel virtualenv is mounted inside a sandbox (and inside the zygote's root).
 pub(super) const ENV_IN_SANDBOX: &str = "/opt/kernel-env";
@@ -75,7 +75,7 @@ impl KernelPolicy {
         vec![
             self.python().to_string_lossy().into_owned(),
             "-m".into(),
-            "code_interpreter_kernel".into(),
+            KERNEL_MODULE.into(),
             "-f".into(),
             format!("{RUN_IN_SANDBOX}/kernel.json"),
             "--HistoryManager.hist_file=:memory:".into(),

@@ -245,7 +245,7 @@ impl BareKernel {
         let file = dir.path().join("kernel.json");
         std::fs::write(&file, info.connection_file_json(dir.path()))?;
         let child = tokio::process::Command::new(&env.python)
-            .args(["-m", "code_interpreter_kernel", "-f"])
+            .args(["-m", gateway::kernel_env::KERNEL_MODULE, "-f"])
             .arg(&file)
             .arg("--HistoryManager.hist_file=:memory:")
             .env("IPYTHONDIR", dir.path().join("ipython"))
