@@ -22,6 +22,7 @@ import sys
 # What every kernel imports while starting, and what users import first. Not matplotlib_inline's backend: it
 # hooks into the shell when imported, which must happen in the kernel (at its first plot, as without a zygote).
 KERNEL_PRELOAD = (
+    "code_interpreter_kernel",
     "IPython",
     "IPython.core.interactiveshell",
     "ipykernel.kernelapp",
@@ -29,16 +30,13 @@ KERNEL_PRELOAD = (
     "ipykernel.zmqshell",
     "ipykernel.iostream",
     "ipykernel.comm",
-    "ipykernel.debugger",
     "jupyter_client.session",
     # Reading the connection file asks for the host's addresses, which imports psutil (~7 ms in every kernel).
     "jupyter_client.localinterfaces",
     "psutil",
-    "code_interpreter_kernel",
 )
-# What the kernel's start imports after these (debugpy and pydevd come with ipykernel.debugger), and what users
-# import first. Not matplotlib_inline's backend: it hooks into the shell when imported, which must happen in the
-# kernel (at its first plot, as without a zygote).
+# What the kernel's start imports after these, and what users import first. Not matplotlib_inline's backend: it
+# hooks into the shell when imported, which must happen in the kernel (at its first plot, as without a zygote).
 PRELOAD = (
     "IPython.core.completerlib",
     "IPython.core.debugger",
@@ -87,8 +85,8 @@ def preload(config_bytes):
     for name in PRELOAD:
         importlib.import_module(name)
     prepare_app(config["kernel_args"])
-    # What importing set in the environment (debugpy sets PYDEVD_USE_FRAME_EVAL): a kernel importing the same
-    # modules itself would have it too.
+    # What importing set in the environment, if anything: a kernel importing the same modules itself would have it
+    # too.
     _set_by_imports.update({k: v for k, v in os.environ.items() if before.get(k) != v})
     prepare_shell()
     _module_names.update(sys.modules)
@@ -219,8 +217,6 @@ def initialize(app, args):
     if names_unchanged:
         app.shell._sys_modules_keys = _module_names
     app.kernel._kernel_modules = _kernel_modules
-    if getattr(app.kernel, "debugger", None) is not None:
-        app.kernel.debugger.kernel_modules = _kernel_modules
 
 
 @contextlib.contextmanager

@@ -15,9 +15,10 @@ const SELF_PORTRAIT: &str = "import os, sys, json\n\
     'comm': open('/proc/self/comm').read(), \
     'threads': sorted(t.name.split(' ')[-1] for t in __import__('threading').enumerate()), \
     'app': [type(get_ipython().kernel.parent).__name__, get_ipython().kernel.parent.heartbeat is None, \
-    get_ipython().kernel.shell_channel_thread is None], \
+    get_ipython().kernel.shell_channel_thread is None, get_ipython().kernel.parent.debug_shell_socket is None, \
+    hasattr(get_ipython().kernel, 'debugger')], \
     'kernel_modules': [any(p in f for f in get_ipython().kernel._kernel_modules) for p in ('/ipykernel/', '/numpy/')], \
-    'debugger_modules': get_ipython().kernel.debugger.kernel_modules is get_ipython().kernel._kernel_modules, 'home': sorted((os.path.relpath(d, '/sandbox'), \
+    'home': sorted((os.path.relpath(d, '/sandbox'), \
     oct(os.stat(d).st_mode), sorted(f)) for d, _, f in os.walk('/sandbox')), 'shell': shell_portrait(get_ipython())}, sort_keys=True))";
 
 /// The kernel's shell: what it took from its process (cwd, environment, `__main__`) and its kernel.
@@ -57,9 +58,9 @@ async fn both_launchers_give_the_same_kernel() {
     assert_eq!(zygote["pid"], 2, "the kernel is the first child of the sandbox's init");
     assert_eq!(zygote["mpl"], "module://matplotlib_inline.backend_inline");
     assert_eq!(zygote["comm"], "python\n", "ps shows the kernel as python");
-    // code_interpreter_kernel: ipykernel without its shell-channel thread and heartbeat (two fd watchers capture
-    // output written to the process's stdout and stderr).
-    assert_eq!(zygote["app"], serde_json::json!(["KernelApp", true, true]));
+    // code_interpreter_kernel: ipykernel without its shell-channel thread, heartbeat and debugger (two fd watchers
+    // capture output written to the process's stdout and stderr).
+    assert_eq!(zygote["app"], serde_json::json!(["KernelApp", true, true, true, false]));
     let threads = serde_json::json!(["(_watch_pipe_fd)", "(_watch_pipe_fd)", "Control", "IOPub", "MainThread"]);
     assert_eq!(zygote["threads"], threads, "the kernel's Python threads");
     assert_eq!(zygote["shell"]["dh"], serde_json::json!(["/sandbox"]), "the shell took the zygote's cwd");
