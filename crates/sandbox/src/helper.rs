@@ -116,29 +116,15 @@ fn run() -> Result<i32, SetupError> {
     io::stdin().read_to_string(&mut json).map_err(SetupError::ReadPolicy)?;
     let policy: Policy = serde_json::from_str(&json).map_err(SetupError::ParsePolicy)?;
     policy.validate().map_err(SetupError::InvalidPolicy)?;
-    launch(&policy, Payload::Exec, |init| {
+    launch(&policy, |init| {
         let mut out = io::stdout().lock();
         writeln!(out, "{READY_PREFIX}{init}").and_then(|()| out.flush())
     })
 }
 
-/// What runs in the sandbox once its walls are up.
-#[derive(Clone, Copy)]
-pub(crate) enum Payload<'a> {
-    /// execve the policy's argv with exactly its env.
-    Exec,
-    /// Call this in the payload process itself (a fork of the caller) and exit with what it returns: how the
-    /// fork server starts pre-loaded interpreters.
-    InProcess(&'a dyn Fn(&Policy) -> i32),
-}
-
 /// Joins the policy's cgroup, unshares the namespaces, forks init and waits for it; calls `ready` with init's pid
 /// once the payload runs. Returns the payload's encoded status, or [`SETUP_FAILED`] if it never ran.
-pub(crate) fn launch(
-    policy: &Policy,
-    payload: Payload<'_>,
-    ready: impl FnOnce(Pid) -> io::Result<()>,
-) -> Result<i32, SetupError> {
+pub(crate) fn launch(policy: &Policy, ready: impl FnOnce(Pid) -> io::Result<()>) -> Result<i32, SetupError> {
     let cgroup = crate::cgroups::detect().open(&policy.cgroup_parent, &policy.name);
     join_cgroup(cgroup.as_ref(), nix::unistd::getpid())?;
     for flag in NAMESPACES {
@@ -150,7 +136,7 @@ pub(crate) fn launch(
     match sys::fork().map_err(|e| SetupError::Fork("init", e))? {
         ForkResult::Child => {
             drop((ready_r, alive_w));
-            sys::exit_now(init::run(policy, &steps, payload, init::Starter::Helper { ready: ready_w, alive: alive_r }))
+            sys::exit_now(init::run(policy, &steps, ready_w, alive_r))
         }
         ForkResult::Parent { child } => {
             drop((ready_w, alive_r));

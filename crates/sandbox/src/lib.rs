@@ -5,7 +5,8 @@
 //! process. The helper joins the sandbox's cgroup, unshares the cgroup, mount, uts, ipc, net and pid namespaces
 //! and forks the sandbox's pid 1, which builds a private read-only root, brings up `lo` (the only interface),
 //! and forks the payload as an unprivileged uid with no capabilities and `no_new_privs`. A [`ForkServer`] starts
-//! the same sandboxes from a long-lived pre-loaded process instead, with the payload running in-process.
+//! the same sandboxes from a long-lived pre-loaded process instead, with one fork each: the payload runs
+//! in-process as the sandbox's first process, under a pid 1 that shares the server's memory and only reaps.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), sandbox::Error> {
@@ -38,7 +39,8 @@
 //! - [`cgroups`]: `CgroupDriver` / `Cgroup` traits, v1 and v2 drivers, `detect()`.
 //! - `status`: [`Termination`] and the exit-code encoding.
 //! - [`forkserver`]: the same sandboxes forked from a long-lived server whose payload runs in-process (a zygote).
-//! - `sys`: the only `unsafe` (fork, capabilities, interface flags, pidfds).
+//! - `sys`: the `unsafe` system calls (fork, capabilities, interface flags, pidfds); the fork server's reaper is
+//!   the only other `unsafe` code.
 //! - `error`: [`Error`].
 
 pub mod cgroups;

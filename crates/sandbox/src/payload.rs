@@ -1,7 +1,7 @@
 //! The payload child: sets its rlimits, drops to the policy's uid/gid with no capabilities and `no_new_privs`,
-//! restricts itself with landlock and seccomp, then execs argv with exactly the policy's env (or, in a fork
-//! server's child, calls the in-process payload instead). A failure travels back to init as (stage, errno) over a
-//! close-on-exec pipe.
+//! restricts itself with landlock and seccomp, then execs argv with exactly the policy's env (or, under a fork
+//! server, calls the in-process payload instead). A failure travels back to init as (stage, errno) over a
+//! close-on-exec pipe, or (under a fork server, where there is no init above the payload) to the sandbox's log.
 
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -16,6 +16,7 @@ use nix::unistd::{Gid, Uid};
 use seccompiler::BpfProgram;
 
 use crate::policy::{Policy, Rlimits};
+use crate::status::SETUP_FAILED;
 use crate::{fs_rules, seccomp, sys};
 
 /// Which step of becoming the payload failed.
@@ -42,6 +43,8 @@ pub(crate) enum Stage {
     Uid,
     /// Clearing ambient and remaining capabilities.
     Capabilities,
+    /// Making the process dumpable again after the uid change.
+    Dumpable,
     /// PR_SET_NO_NEW_PRIVS.
     NoNewPrivs,
     /// chdir to the policy's cwd.
@@ -52,10 +55,12 @@ pub(crate) enum Stage {
     Seccomp,
     /// execve.
     Exec,
+    /// Telling the fork server that the in-process payload runs.
+    Announce,
 }
 
 impl Stage {
-    const ALL: [Stage; 15] = [
+    const ALL: [Stage; 17] = [
         Stage::Args,
         Stage::CloseFds,
         Stage::SignalMask,
@@ -66,11 +71,13 @@ impl Stage {
         Stage::Gid,
         Stage::Uid,
         Stage::Capabilities,
+        Stage::Dumpable,
         Stage::NoNewPrivs,
         Stage::Chdir,
         Stage::Landlock,
         Stage::Seccomp,
         Stage::Exec,
+        Stage::Announce,
     ];
 
     fn from_u8(byte: u8) -> Option<Stage> {
@@ -91,11 +98,13 @@ impl fmt::Display for Stage {
             Stage::Gid => "setting the gid",
             Stage::Uid => "setting the uid",
             Stage::Capabilities => "clearing capabilities",
+            Stage::Dumpable => "making the process dumpable",
             Stage::NoNewPrivs => "setting no_new_privs",
             Stage::Chdir => "changing to the working directory",
             Stage::Landlock => "applying the landlock ruleset",
             Stage::Seccomp => "installing the seccomp filters",
             Stage::Exec => "exec",
+            Stage::Announce => "announcing the start to the fork server",
         })
     }
 }
@@ -106,18 +115,32 @@ pub(crate) fn exec(policy: &Policy, filters: &[BpfProgram], mask: &SigSet, repor
     fail(failure, &report)
 }
 
-/// Becomes the payload without exec: closes every inherited descriptor but stdio, sets exactly the policy's
-/// environment, raises the same walls in this process, then calls `run` and exits with its code. The pipe closing is the success report, as an exec's is.
+/// How an in-process payload tells its starter that it runs.
+pub(crate) struct Announce {
+    /// The fork server's event stream.
+    pub(crate) events: OwnedFd,
+    /// The line to write on it once the walls are up.
+    pub(crate) line: String,
+}
+
+/// Becomes the payload without exec, in the sandbox's first process under a fork server: closes every inherited
+/// descriptor but stdio, sets exactly the policy's environment, raises the same walls in this process, writes
+/// `announce`'s line, then calls `run` and exits with its code. A failure is explained on stderr (the sandbox's
+/// log) and ends the process with [`SETUP_FAILED`].
 pub(crate) fn run_in_process(
     policy: &Policy,
     filters: &[BpfProgram],
     mask: &SigSet,
-    report: OwnedFd,
+    announce: Announce,
     run: &dyn Fn(&Policy) -> i32,
 ) -> ! {
+    let give_up = |(stage, errno): (Stage, Errno)| -> ! {
+        warn(&format!("starting the payload {:?}: {stage}: {errno}", policy.argv.first()));
+        sys::exit_now(SETUP_FAILED)
+    };
     // This process is a fork of a long-lived server: nothing it had open may reach the payload.
-    if let Err(errno) = sys::close_fds_except(&[report.as_raw_fd()]) {
-        fail((Stage::CloseFds, errno), &report);
+    if let Err(errno) = sys::close_fds_except(&[announce.events.as_raw_fd()]) {
+        give_up((Stage::CloseFds, errno));
     }
     // Exactly the policy's environment, as execve would have set it (the process is single-threaded).
     for (key, _) in std::env::vars_os() {
@@ -134,9 +157,16 @@ pub(crate) fn run_in_process(
         warn(&format!("cannot set the payload's name: {errno}"));
     }
     if let Err(failure) = raise_walls(policy, filters, mask) {
-        fail(failure, &report);
+        give_up(failure);
     }
-    drop(report);
+    // One write, so the line never mixes with the server's (see the fork server's protocol); then the payload
+    // no longer has the stream.
+    match nix::unistd::write(&announce.events, announce.line.as_bytes()) {
+        Ok(n) if n == announce.line.len() => {}
+        Ok(_) => give_up((Stage::Announce, Errno::EIO)),
+        Err(errno) => give_up((Stage::Announce, errno)),
+    }
+    drop(announce);
     sys::exit_now(run(policy))
 }
 
@@ -184,6 +214,10 @@ fn raise_walls(policy: &Policy, filters: &[BpfProgram], mask: &SigSet) -> Result
     nix::unistd::setresuid(uid, uid, uid).map_err(fail(Stage::Uid))?;
     sys::clear_ambient_caps().map_err(fail(Stage::Capabilities))?;
     sys::clear_capabilities().map_err(fail(Stage::Capabilities))?;
+    // Leaving root made the process undumpable, until an exec (of a binary that is not setuid) would make it
+    // dumpable again. An in-process payload never execs: as an exec'd one, it must be visible to its own
+    // processes under `hidepid=2`, and its forks to it.
+    nix::sys::prctl::set_dumpable(true).map_err(fail(Stage::Dumpable))?;
     nix::sys::prctl::set_no_new_privs().map_err(fail(Stage::NoNewPrivs))?;
     nix::unistd::chdir(&policy.cwd).map_err(fail(Stage::Chdir))?;
     match fs_rules::restrict(policy) {

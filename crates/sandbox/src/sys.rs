@@ -1,5 +1,5 @@
-//! The crate's only `unsafe`: raw syscalls nix does not wrap (fork, capabilities, interface flags, pidfds, _exit,
-//! the argument area).
+//! The crate's `unsafe` system calls: those nix does not wrap (fork, capabilities, interface flags, pidfds, _exit,
+//! the argument area). The fork server's reaper (`forkserver::reaper`) is the only other `unsafe` code.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -121,6 +121,26 @@ async fn sandboxes_die_with_the_server() {
     assert!(matches!(server.spawn(&policy, &fx.dir.path().join("stderr")).await, Err(Error::ServerGone)));
 }
 
+/// The sandbox's pid 1 (the server's reaper) adopts what the payload leaves behind: it reaps what ends, and once
+/// the payload has ended, whatever still runs ends too (the cgroup can be removed). The payload cannot see it.
+#[tokio::test]
+async fn pid_1_reaps_and_ends_orphans() {
+    let (server, _dir) = server().await;
+    let fx = Fixture::new("fs-reaper");
+    let (termination, out) = run(&server, &fx, &["/payload", "orphans"]).await;
+    assert_eq!(termination, Termination::Exited(0), "{out}");
+    assert_eq!(field(&out, "short="), "gone", "an orphan that ended was reaped: {out}");
+    assert_eq!(field(&out, "long="), "S", "the sleeping orphan ran while the payload did: {out}");
+    assert_eq!(field(&out, "pid1_visible="), "false", "/proc has hidepid=2: {out}");
+    for _ in 0..50 {
+        if fx.cgroup_dirs().iter().all(|d| !d.exists()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the sandbox's cgroup is still there: the sleeping orphan outlived its payload");
+}
+
 /// Whether `pid` is gone or a zombie (whoever adopted it may not have reaped it yet) within 5 s.
 async fn dead_soon(pid: u32) -> bool {
     for _ in 0..50 {

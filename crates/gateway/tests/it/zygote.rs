@@ -12,7 +12,8 @@ const SELF_PORTRAIT: &str = "import os, sys, json\n\
     'pid': os.getpid(), 'ppid': os.getppid(), 'umask': os.umask(0o22), 'flags': str(sys.flags), \
     'main': sorted(k for k in globals() if not k.startswith('_')), 'mpl': __import__('matplotlib').get_backend(), \
     'user_main': sys.modules['__main__'].__dict__ is globals(), 'cmdline': open('/proc/self/cmdline').read(), \
-    'comm': open('/proc/self/comm').read(), \
+    'comm': open('/proc/self/comm').read(), 'dumpable': __import__('ctypes').CDLL(None).prctl(3, 0, 0, 0, 0), \
+    'fork_visible': fork_visible(), \
     'threads': sorted(t.name.split(' ')[-1] for t in __import__('threading').enumerate()), \
     'app': [type(get_ipython().kernel.parent).__name__, get_ipython().kernel.parent.heartbeat is None, \
     get_ipython().kernel.shell_channel_thread is None, get_ipython().kernel.parent.debug_shell_socket is None, \
@@ -20,6 +21,17 @@ const SELF_PORTRAIT: &str = "import os, sys, json\n\
     'kernel_modules': [any(p in f for f in get_ipython().kernel._kernel_modules) for p in ('/ipykernel/', '/numpy/')], \
     'home': sorted((os.path.relpath(d, '/sandbox'), \
     oct(os.stat(d).st_mode), sorted(f)) for d, _, f in os.walk('/sandbox')), 'shell': shell_portrait(get_ipython())}, sort_keys=True))";
+
+/// Whether a forked child of the kernel shows in its `/proc` (mounted with `hidepid=2`).
+const FORK_VISIBLE: &str = "def fork_visible():\n    \
+    pid = os.fork()\n    \
+    if pid == 0:\n        \
+        __import__('time').sleep(5)\n        \
+        os._exit(0)\n    \
+    seen = str(pid) in os.listdir('/proc')\n    \
+    os.kill(pid, 9)\n    \
+    os.waitpid(pid, 0)\n    \
+    return seen";
 
 /// The kernel's shell: what it took from its process (cwd, environment, `__main__`) and its kernel.
 const SHELL_PORTRAIT: &str = "def shell_portrait(ip):\n    \
@@ -43,21 +55,27 @@ async fn both_launchers_give_the_same_kernel() {
         let api = server.client();
         let who = user("portrait");
         // tabnanny: a module imported after the start, which `%reset --aggressive` would remove.
-        api.run_ok(&who, &format!("import sys, os, tabnanny\n{SHELL_PORTRAIT}")).await;
+        api.run_ok(&who, &format!("import sys, os, tabnanny\n{SHELL_PORTRAIT}\n{FORK_VISIBLE}")).await;
         let text = api.run_ok(&who, SELF_PORTRAIT).await;
         let mut portrait: serde_json::Value = serde_json::from_str(&text).unwrap();
         // Per-process values the kernel sets itself.
         for volatile in ["JPY_PARENT_PID", "JPY_SESSION_NAME"] {
             portrait["env"].as_object_mut().unwrap().remove(volatile);
         }
+        // The one difference: the exec launcher's kernel is the child of the sandbox's init (pid 1); the zygote's
+        // is forked by the zygote itself, outside the namespace (its pid 1 is a reaper started for it).
+        let ppid = portrait.as_object_mut().unwrap().remove("ppid").unwrap();
+        assert_eq!(ppid, if launcher == "zygote" { 0 } else { 1 }, "{launcher}: the kernel's parent pid");
         portraits.push((launcher, portrait));
     }
     let (zygote, exec) = (&portraits[0].1, &portraits[1].1);
     assert_eq!(zygote, exec, "zygote and exec kernels differ");
     assert_eq!(zygote["prefix"], "/opt/kernel-env");
-    assert_eq!(zygote["pid"], 2, "the kernel is the first child of the sandbox's init");
+    assert_eq!(zygote["pid"], 2, "the kernel is the second process of its pid namespace");
     assert_eq!(zygote["mpl"], "module://matplotlib_inline.backend_inline");
     assert_eq!(zygote["comm"], "python\n", "ps shows the kernel as python");
+    // As after an exec: the kernel's own processes see it and it sees its forks.
+    assert_eq!((&zygote["dumpable"], &zygote["fork_visible"]), (&serde_json::json!(1), &serde_json::json!(true)));
     // code_interpreter_kernel: ipykernel without its shell-channel thread, heartbeat and debugger (two fd watchers
     // capture output written to the process's stdout and stderr).
     assert_eq!(zygote["app"], serde_json::json!(["KernelApp", true, true, true, false]));

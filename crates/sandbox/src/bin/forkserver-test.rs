@@ -1,6 +1,6 @@
 //! A fork server for the crate's integration tests: `forkserver-test ROOT_POLICY_JSON`. Its in-process payload is
 //! plain Rust, chosen by `argv[1]` of each sandbox's policy: `facts` (writes what it sees to /run/kernel/out),
-//! `exit N`, or `sleep`.
+//! `orphans` (leaves processes to pid 1 and writes what became of them there too), `exit N`, or `sleep`.
 
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -26,6 +26,7 @@ impl InProcess for TestPayload {
     fn run(&self, policy: &Policy) -> i32 {
         match policy.argv.get(1).map(String::as_str) {
             Some("facts") => facts(self.forks.get(), self.in_fork.get()),
+            Some("orphans") => orphans(),
             Some("exit") => policy.argv.get(2).and_then(|c| c.parse().ok()).unwrap_or(99),
             Some("sleep") => {
                 std::thread::sleep(std::time::Duration::from_secs(600));
@@ -60,6 +61,56 @@ fn facts(forks: u32, in_fork: bool) -> i32 {
     match std::fs::write("/run/kernel/out", out) {
         Ok(()) => 0,
         Err(_) => 97,
+    }
+}
+
+/// Orphans a process that exits at once and one that sleeps, then reports whether the first was reaped (by pid 1:
+/// its parent is gone), whether the second still runs, whether pid 1 is visible, and the second's pid.
+fn orphans() -> i32 {
+    let short = orphan(|| 0);
+    let long = orphan(|| {
+        std::thread::sleep(std::time::Duration::from_secs(600));
+        0
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let state = |pid: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(") ").next().and_then(|rest| rest.split_whitespace().next()).unwrap_or("gone").to_owned()
+    };
+    let out = format!(
+        "short={}\nlong={}\npid1_visible={}\n",
+        state(short),
+        state(long),
+        std::path::Path::new("/proc/1").exists()
+    );
+    match std::fs::write("/run/kernel/out", out) {
+        Ok(()) => 0,
+        Err(_) => 97,
+    }
+}
+
+/// Forks a child that forks `body` and exits at once, leaving it to the namespace's pid 1; returns its pid.
+#[allow(unsafe_code)]
+fn orphan(body: fn() -> i32) -> i32 {
+    use nix::unistd::{fork, ForkResult};
+    let (read, write) = nix::unistd::pipe().expect("a pipe");
+    // SAFETY: this payload is single-threaded, and so are its children.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => match unsafe { fork() } {
+            Ok(ForkResult::Child) => std::process::exit(body()),
+            Ok(ForkResult::Parent { child }) => {
+                let _ = nix::unistd::write(&write, &child.as_raw().to_le_bytes());
+                std::process::exit(0)
+            }
+            Err(_) => std::process::exit(1),
+        },
+        ForkResult::Parent { child } => {
+            drop(write);
+            let mut pid = [0u8; 4];
+            let _ = nix::unistd::read(&read, &mut pid);
+            let _ = nix::sys::wait::waitpid(child, None);
+            i32::from_le_bytes(pid)
+        }
     }
 }
 

@@ -2,11 +2,12 @@
 //! interpreter) and forks a fresh sandbox per request, whose payload runs in-process instead of exec'ing.
 //!
 //! - `server`: runs in the fork server process: [`enter_root`], then [`serve`] with an [`InProcess`] payload.
-//!   It creates each sandbox's cgroup and keeps one init forked ahead (a spare, already in a cgroup of its own,
+//!   It creates each sandbox's cgroup and keeps one sandbox forked ahead (a spare, already in a cgroup of its own,
 //!   renamed when it gets a request).
-//! - `init_process`: such an init: pid 1 of a new pid namespace, it waits for its request, goes back to the
-//!   host's mount namespace and builds the sandbox as [`crate::spawn`]'s init does; its payload raises the same
-//!   walls in-process.
+//! - `reaper`: a sandbox's pid 1, a task sharing the server's memory that only reaps (nothing to copy).
+//! - `init_process`: a sandbox's first process, forked into the reaper's pid namespace: it waits for its request,
+//!   goes back to the host's mount namespace, builds the sandbox as [`crate::spawn`]'s init does, raises the same
+//!   walls and becomes the payload in-process.
 //! - `client`: the gateway side: [`ForkServer`] starts the server process and turns requests into [`Sandbox`]es
 //!   that behave like those of [`crate::spawn`].
 //! - this file: the line protocol between them.
@@ -16,6 +17,7 @@
 
 mod client;
 mod init_process;
+mod reaper;
 mod server;
 
 use std::path::PathBuf;
@@ -44,7 +46,8 @@ pub(crate) struct Request {
 pub(crate) enum Event {
     /// The server has finished preparing and takes requests.
     Serving { pid: u32 },
-    /// The sandbox's payload runs; `init` is the host pid of its pid 1.
+    /// The sandbox's payload runs; `init` is the host pid of its first process (which is the payload): its root
+    /// is the sandbox's, and killing it ends the sandbox.
     Started { name: String, init: u32 },
     /// The sandbox's init ended with this code: the payload's exit code, 128 + signal, or 125 if setup failed.
     Exited { name: String, code: i32 },

@@ -1,5 +1,7 @@
 //! The fork server's own side: [`enter_root`] gives it the sandboxes' view of the filesystem, [`serve`] answers
-//! requests by handing each to a sandbox init (the spare forked ahead, or a fresh one) and reports their ends.
+//! requests by handing each to a sandbox's first process (the spare forked ahead, or a fresh one) and reports
+//! their ends: a sandbox has ended once its first process (the payload) has, and then its reaper (pid 1, killed
+//! by the server at that point, which kills whatever else was left in the namespace).
 
 use std::collections::HashMap;
 use std::io;
@@ -15,7 +17,8 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::init_process;
+use super::init_process::{self, end};
+use super::reaper::Reapers;
 use super::{Event, Request};
 use crate::cgroups::{CgroupDriver, CgroupSetup};
 use crate::helper::{join_cgroup, report, SetupError};
@@ -66,7 +69,7 @@ pub fn enter_root(policy: &Policy) -> Result<HostMountNamespace, ServerError> {
     let host = open("/proc/self/ns/mnt", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| ServerError::Sys("opening the host's mount namespace", e))?;
     unshare(CloneFlags::CLONE_NEWNS).map_err(|e| ServerError::Sys("unsharing the mount namespace", e))?;
-    // The server moves each sandbox's init into its cgroup itself.
+    // The server moves each sandbox's first process into its cgroup itself.
     let mut root = policy.clone();
     root.rw_binds.push(Bind { source: CGROUP_ROOT.into(), target: CGROUP_ROOT.into() });
     mounts::apply(&mounts::plan(&root, &HostFacts::probe())).map_err(|e| ServerError::Root(Box::new(e)))?;
@@ -93,9 +96,13 @@ struct Server<'a> {
     cgroups: Box<dyn CgroupDriver>,
     payload: &'a dyn InProcess,
     children: SignalFd,
-    /// Host pid of each sandbox's init -> sandbox name.
-    sandboxes: HashMap<Pid, String>,
-    /// An init forked ahead, in a cgroup of its own, waiting to be handed the next request.
+    /// The reapers' stacks.
+    reapers: Reapers,
+    /// The started sandboxes, by host pid of their first process.
+    sandboxes: HashMap<Pid, Running>,
+    /// Host pid of each started sandbox's reaper -> that of its first process.
+    reaper_of: HashMap<Pid, Pid>,
+    /// A sandbox forked ahead, in a cgroup of its own, waiting to be handed the next request.
     spare: Option<Spare>,
     spares_made: u64,
     pending: Vec<u8>,
@@ -115,13 +122,16 @@ impl<'a> Server<'a> {
         let cgroups = crate::cgroups::detect();
         // Built here once, so that no sandbox builds them again (an error shows up in each sandbox's start).
         let _ = crate::seccomp::programs();
+        let reapers = Reapers::new().map_err(|e| ServerError::Sys("reserving the reapers' stacks", e))?;
         Ok(Self {
             host,
             own_pids,
             cgroups,
             payload,
             children,
+            reapers,
             sandboxes: HashMap::new(),
+            reaper_of: HashMap::new(),
             spare: None,
             spares_made: 0,
             pending: Vec::new(),
@@ -182,7 +192,7 @@ impl<'a> Server<'a> {
         if let Err(error) = request.policy.validate() {
             return emit(&Event::Refused { reason: format!("{}: {error}", request.policy.name) });
         }
-        if self.sandboxes.values().any(|name| *name == request.policy.name) {
+        if self.sandboxes.values().any(|running| running.name == request.policy.name) {
             return emit(&Event::Refused { reason: format!("{}: already running", request.policy.name) });
         }
         let name = request.policy.name.clone();
@@ -193,15 +203,16 @@ impl<'a> Server<'a> {
             None => self.start_fresh(&request, &setup),
         };
         match started {
-            Ok(init) => {
-                self.sandboxes.insert(init, name);
+            Ok((first, reaper)) => {
+                self.sandboxes.insert(first, Running { name, reaper, code: None });
+                self.reaper_of.insert(reaper, first);
             }
             Err(error) => {
                 report(&error);
                 emit(&Event::Exited { name, code: SETUP_FAILED })?;
             }
         }
-        // The next request gets an init that is already forked and in a cgroup (moving a process into a cgroup
+        // The next request gets a sandbox that is already forked and in a cgroup (moving a process into a cgroup
         // can wait a whole RCU grace period on cgroup v1): that wait happens now, between requests.
         if self.spare.is_none() {
             match self.make_spare(&request.policy.cgroup_parent, &setup) {
@@ -212,82 +223,119 @@ impl<'a> Server<'a> {
         Ok(())
     }
 
-    /// Forks an init, creates the sandbox's cgroup, moves init into it and hands it the request.
-    fn start_fresh(&mut self, request: &Request, setup: &CgroupSetup) -> Result<Pid, SetupError> {
+    /// Forks a sandbox, creates its cgroup, moves its first process into it and hands that the request. Returns
+    /// the host pids of the first process and of the reaper.
+    fn start_fresh(&mut self, request: &Request, setup: &CgroupSetup) -> Result<(Pid, Pid), SetupError> {
         let policy = &request.policy;
         let cgroup = self.cgroups.create(&policy.cgroup_parent, &policy.name, setup).map_err(SetupError::Cgroup)?;
-        let init = init_process::fork(&self.host, &self.own_pids, self.payload)?;
-        let pid = init.pid;
-        let outcome = join_cgroup(cgroup.as_ref(), pid).and_then(|()| init.assign(request));
+        let first = init_process::fork(&self.host, &self.own_pids, &mut self.reapers, self.payload)?;
+        let pids = (first.pid, first.reaper);
+        let outcome = join_cgroup(cgroup.as_ref(), first.pid).and_then(|()| first.assign(request));
         if outcome.is_err() {
-            // It never got its request, so it gives up by itself; the cgroup is the client's to remove.
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            // The cgroup is the client's to remove.
+            self.end_unassigned(pids);
         }
-        outcome.map(|()| pid)
+        outcome.map(|()| pids)
     }
 
-    /// Hands the request to the spare init: its cgroup takes the sandbox's name and limits.
-    fn assign(&mut self, spare: Spare, request: &Request, setup: &CgroupSetup) -> Result<Pid, SetupError> {
+    /// Hands the request to the spare sandbox: its cgroup takes the sandbox's name and limits.
+    fn assign(&mut self, spare: Spare, request: &Request, setup: &CgroupSetup) -> Result<(Pid, Pid), SetupError> {
         let policy = &request.policy;
-        let pid = spare.init.pid;
+        let pids = (spare.first.pid, spare.first.reaper);
         let renamed = self.cgroups.rename(&spare.parent, &spare.cgroup, &policy.name).map_err(SetupError::Cgroup);
         let outcome = renamed
             .and_then(|()| {
                 // Limits of this request (they may differ from those the spare's cgroup was made with).
                 self.cgroups.create(&policy.cgroup_parent, &policy.name, setup).map_err(SetupError::Cgroup).map(drop)
             })
-            .and_then(|()| spare.init.assign(request));
+            .and_then(|()| spare.first.assign(request));
         if outcome.is_err() {
             // Under its new name if the rename went through: remove whichever exists.
-            end_lone_init(pid);
+            self.end_unassigned(pids);
             let _ = self.cgroups.open(&spare.parent, &spare.cgroup).remove();
             let _ = self.cgroups.open(&policy.cgroup_parent, &policy.name).remove();
         }
-        outcome.map(|()| pid)
+        outcome.map(|()| pids)
     }
 
-    /// Forks an init that waits for a request, in a cgroup of its own under `parent` with `setup`'s limits.
+    /// Forks a sandbox that waits for a request, in a cgroup of its own under `parent` with `setup`'s limits.
     fn make_spare(&mut self, parent: &str, setup: &CgroupSetup) -> Result<Spare, SetupError> {
         self.spares_made += 1;
         let name = format!("spare-{}-{}", self.pid, self.spares_made);
         let cgroup = self.cgroups.create(parent, &name, setup).map_err(SetupError::Cgroup)?;
-        let init = match init_process::fork(&self.host, &self.own_pids, self.payload) {
-            Ok(init) => init,
+        let first = match init_process::fork(&self.host, &self.own_pids, &mut self.reapers, self.payload) {
+            Ok(first) => first,
             Err(error) => {
                 let _ = cgroup.remove();
                 return Err(error);
             }
         };
-        if let Err(error) = join_cgroup(cgroup.as_ref(), init.pid) {
-            end_lone_init(init.pid);
+        if let Err(error) = join_cgroup(cgroup.as_ref(), first.pid) {
+            self.end_unassigned((first.pid, first.reaper));
             let _ = cgroup.remove();
             return Err(error);
         }
-        Ok(Spare { init, parent: parent.to_owned(), cgroup: name })
+        Ok(Spare { first, parent: parent.to_owned(), cgroup: name })
     }
 
-    /// Kills the spare init and removes its cgroup (when the server stops).
+    /// Kills the spare sandbox and removes its cgroup (when the server stops).
     fn drop_spare(&mut self) {
         if let Some(spare) = self.spare.take() {
-            end_lone_init(spare.init.pid);
+            self.end_unassigned((spare.first.pid, spare.first.reaper));
             let _ = self.cgroups.open(&spare.parent, &spare.cgroup).remove();
         }
     }
 
-    /// Reaps every sandbox init that has ended and reports it.
+    /// Ends a sandbox that was never given its request: its first process has no children, so no freezer is
+    /// needed (a server killed between freezing and thawing would leave it frozen for good).
+    fn end_unassigned(&mut self, (first, reaper): (Pid, Pid)) {
+        end(first);
+        end(reaper);
+        self.reapers.reaped(reaper);
+    }
+
+    /// Reaps every process of the server's that has ended; reports each sandbox whose first process and reaper
+    /// have both ended, with the first process's status.
     fn reap(&mut self) -> Result<(), ServerError> {
         loop {
-            match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(ServerError::Sys("reaping sandboxes", e)),
-                Ok(status) => {
-                    let Some(name) = status.pid().and_then(|pid| self.sandboxes.remove(&pid)) else { continue };
-                    emit(&Event::Exited { name, code: encode(status) })?;
+                Ok(status) => status,
+            };
+            let Some(pid) = status.pid() else { continue };
+            let first = if let Some(running) = self.sandboxes.get_mut(&pid) {
+                // The payload is gone: so goes everything else in its namespace.
+                running.code = Some(encode(status));
+                if self.reaper_of.contains_key(&running.reaper) {
+                    let _ = nix::sys::signal::kill(running.reaper, Signal::SIGKILL);
+                }
+                pid
+            } else if let Some(first) = self.reaper_of.remove(&pid) {
+                self.reapers.reaped(pid);
+                first
+            } else {
+                continue;
+            };
+            let ended =
+                self.sandboxes.get(&first).is_some_and(|r| r.code.is_some() && !self.reaper_of.contains_key(&r.reaper));
+            if ended {
+                if let Some(Running { name, code: Some(code), .. }) = self.sandboxes.remove(&first) {
+                    emit(&Event::Exited { name, code })?;
                 }
             }
         }
     }
+}
+
+/// A started sandbox.
+struct Running {
+    name: String,
+    /// Host pid of its pid 1.
+    reaper: Pid,
+    /// How its first process ended, once it has.
+    code: Option<i32>,
 }
 
 fn emit(event: &Event) -> Result<(), ServerError> {
@@ -303,16 +351,9 @@ fn write_line(line: &str) -> io::Result<()> {
     }
 }
 
-/// A spare init, and the cgroup it waits in.
+/// A spare sandbox, and the cgroup it waits in.
 struct Spare {
-    init: init_process::Unassigned,
+    first: init_process::Unassigned,
     parent: String,
     cgroup: String,
-}
-
-/// Kills and reaps an init that was never given its request: it has no children, so no freezer is needed (a
-/// server killed between freezing and thawing would leave it frozen for good).
-fn end_lone_init(pid: Pid) {
-    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-    let _ = waitpid(pid, None);
 }
