@@ -19,20 +19,24 @@ use nix::unistd::Pid;
 
 /// Stack of one reaper: its loop needs well under a kilobyte.
 const STACK_BYTES: usize = 16 * 1024;
-/// Reapers alive at once, at most (one per running sandbox, plus the spare).
-const SLOTS: usize = 4096;
+/// Stacks per mapping: one more is made whenever all are taken.
+const SLOTS_PER_MAPPING: usize = 256;
 
-/// The stacks of the running reapers: one mapping in the server (not inherited by its forks), a slot each.
+/// The stacks of the running reapers: slots in mappings of the server's (not inherited by its forks).
 pub(super) struct Reapers {
-    base: *mut u8,
+    mappings: Vec<*mut u8>,
     free: Vec<usize>,
     slots: HashMap<Pid, usize>,
 }
 
 impl Reapers {
-    /// Reserves the stacks' address space (no memory until used).
-    pub(super) fn new() -> nix::Result<Self> {
-        let bytes = STACK_BYTES * SLOTS;
+    pub(super) fn new() -> Self {
+        Reapers { mappings: Vec::new(), free: Vec::new(), slots: HashMap::new() }
+    }
+
+    /// Reserves the address space of `SLOTS_PER_MAPPING` more stacks (no memory until used).
+    fn grow(&mut self) -> nix::Result<()> {
+        let bytes = STACK_BYTES * SLOTS_PER_MAPPING;
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK;
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing; nothing else refers to it.
@@ -43,17 +47,27 @@ impl Reapers {
         // The server's forks (the payloads) must not get the reapers' stacks.
         // SAFETY: advice on the mapping made above.
         if unsafe { libc::madvise(base, bytes, libc::MADV_DONTFORK) } != 0 {
-            return Err(Errno::last());
+            let errno = Errno::last();
+            // SAFETY: the mapping made above, which nothing uses yet.
+            unsafe { libc::munmap(base, bytes) };
+            return Err(errno);
         }
-        Ok(Reapers { base: base.cast(), free: (0..SLOTS).rev().collect(), slots: HashMap::new() })
+        let first = self.mappings.len() * SLOTS_PER_MAPPING;
+        self.mappings.push(base.cast());
+        self.free.extend((first..first + SLOTS_PER_MAPPING).rev());
+        Ok(())
     }
 
     /// Starts a reaper as the caller's next child: pid 1 of the pid namespace the caller's children go to. The
     /// caller must be single-threaded.
     pub(super) fn start(&mut self) -> nix::Result<Pid> {
+        if self.free.is_empty() {
+            self.grow()?;
+        }
         let slot = self.free.pop().ok_or(Errno::EAGAIN)?;
-        // SAFETY: the slot's end is inside the mapping; stacks grow down from it.
-        let top = unsafe { self.base.add((slot + 1) * STACK_BYTES) };
+        let base = self.mappings[slot / SLOTS_PER_MAPPING];
+        // SAFETY: the slot's end is inside its mapping; stacks grow down from it.
+        let top = unsafe { base.add((slot % SLOTS_PER_MAPPING + 1) * STACK_BYTES) };
         let mut mask = SigSet::empty();
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut mask))?;
         // SAFETY: the child shares this memory but runs only `reap_forever` on its own stack slot, which no one
@@ -127,4 +141,38 @@ unsafe fn syscall4(number: libc::c_long, a: usize, b: usize, c: usize, d: usize)
             in("x3") d, options(nostack));
     }
     ret
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::wait::{waitpid, WaitStatus};
+
+    use super::*;
+
+    /// Each reaper runs its loop on a stack of its own, past the first mapping too; a reaped one's stack is
+    /// taken again.
+    #[test]
+    fn reapers_run_on_stacks_of_their_own() {
+        let mut reapers = Reapers::new();
+        let pids: Vec<Pid> = (0..SLOTS_PER_MAPPING + 2).map(|_| reapers.start().unwrap()).collect();
+        assert_eq!(reapers.mappings.len(), 2);
+        // Every one of them waits (for a child or SIGCHLD), none has crashed.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        for pid in &pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            assert!(stat.rsplit(") ").next().unwrap().starts_with('S'), "{stat}");
+        }
+        for pid in &pids {
+            kill(*pid, Signal::SIGKILL).unwrap();
+            assert_eq!(waitpid(*pid, None).unwrap(), WaitStatus::Signaled(*pid, Signal::SIGKILL, false));
+            assert!(reapers.reaped(*pid));
+        }
+        assert!(!reapers.reaped(pids[0]), "already freed");
+        assert_eq!(reapers.free.len(), 2 * SLOTS_PER_MAPPING);
+        let again = reapers.start().unwrap();
+        assert_eq!(reapers.mappings.len(), 2, "a freed stack is taken again");
+        kill(again, Signal::SIGKILL).unwrap();
+        waitpid(again, None).unwrap();
+    }
 }

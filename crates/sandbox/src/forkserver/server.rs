@@ -122,14 +122,13 @@ impl<'a> Server<'a> {
         let cgroups = crate::cgroups::detect();
         // Built here once, so that no sandbox builds them again (an error shows up in each sandbox's start).
         let _ = crate::seccomp::programs();
-        let reapers = Reapers::new().map_err(|e| ServerError::Sys("reserving the reapers' stacks", e))?;
         Ok(Self {
             host,
             own_pids,
             cgroups,
             payload,
             children,
-            reapers,
+            reapers: Reapers::new(),
             sandboxes: HashMap::new(),
             reaper_of: HashMap::new(),
             spare: None,
