@@ -1,6 +1,6 @@
 //! The sandbox's pid 1 under the exec launcher: builds the root, starts the payload, then only reaps, forwards
 //! SIGTERM/SIGINT/SIGHUP/SIGQUIT, and exits with the payload's status once it is gone (taking every other process
-//! with it). [`build`] is also what a fork server's payload does for itself (see `forkserver::reaper`).
+//! with it). [`build`] is also what a fork server's sandbox does for itself (see `forkserver::init_process`).
 
 use std::os::fd::{AsFd, OwnedFd};
 

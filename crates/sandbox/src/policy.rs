@@ -118,7 +118,7 @@ pub enum PolicyError {
         /// Requested gid.
         gid: u32,
     },
-    /// argv is empty or argv[0] is not absolute.
+    /// argv is empty or `argv[0]` is not absolute.
     #[error("argv must start with an absolute path (got {0:?})")]
     Argv(Vec<String>),
     /// A path that must be absolute and normal (no `..`) is not.

@@ -39,7 +39,8 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Host pid of the sandbox's pid 1.
+    /// Host pid of the sandbox's init (pid 1), or under a [`ForkServer`](crate::ForkServer) of its first process,
+    /// the payload (pid 2): either way its root is the sandbox's root, and killing it ends the sandbox.
     pub fn init_pid(&self) -> u32 {
         self.init_pid
     }
@@ -55,7 +56,8 @@ impl Sandbox {
     /// SIGKILLs the whole sandbox, waits for it to end and its cgroup to be removed. Idempotent.
     pub async fn kill(&self) {
         if self.done.borrow().is_none() {
-            // Killing pid 1 tears the pid namespace down and lets the helper reap init (no zombie left behind).
+            // Killing init (pid 1) tears the pid namespace down and lets the helper reap it (no zombie left behind);
+            // under a fork server, the server then kills the namespace's pid 1 and reaps both.
             self.signal_init();
             if tokio::time::timeout(KILL_GRACE, self.wait()).await.is_err() {
                 let cgroup = Arc::clone(&self.cgroup);

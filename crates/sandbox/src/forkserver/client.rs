@@ -91,7 +91,7 @@ impl ForkServer {
         !self.state.gone.load(Ordering::SeqCst)
     }
 
-    /// Starts a sandbox for `policy` whose init and payload write their stderr to `stderr` (a host file,
+    /// Starts a sandbox for `policy` whose processes write their stderr to `stderr` (a host file,
     /// appended to; keep it on a size-limited filesystem). Returns once the payload runs.
     pub async fn spawn(&self, policy: &Policy, stderr: &Path) -> Result<Sandbox, Error> {
         if !self.is_serving() {
@@ -135,7 +135,7 @@ impl ForkServer {
             Ok(Ok(init)) => init,
             Ok(Err(_)) => {
                 let status = match (&mut exited).await {
-                    Ok(Some(code)) => format!("sandbox init exit code {code}"),
+                    Ok(Some(code)) => format!("sandbox exit code {code}"),
                     Ok(None) | Err(_) => "the fork server has gone".to_string(),
                 };
                 return Err(Error::Setup { status, stderr: read_tail(stderr) });
