@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use gateway::kernel_env::KernelEnv;
 use serde_json::json;
 
+use crate::cpu::CpuSnapshot;
 use crate::measure::batched;
 use crate::report::{summary_json, Report, Summary};
 use crate::target::{BareKernel, Server, Session};
@@ -56,8 +57,10 @@ pub(crate) async fn run_cold(env: &KernelEnv, p: &Params, report: &mut Report) -
             users.push(session);
         }
         let conc: Vec<Session> = (0..p.cold_conc).map(|i| server.http.session(format!("cold-conc-{i}"))).collect();
+        let before = CpuSnapshot::take(&server);
         let http_conc: Vec<f64> =
             futures_util::future::join_all(conc.iter().cloned().map(http_cold)).await.into_iter().flatten().collect();
+        let cpu = CpuSnapshot::take(&server).zip(before).map(|(after, before)| before.per_start(&after, p.cold_conc));
         users.extend(conc);
         for session in &users {
             session.release().await;
@@ -79,6 +82,13 @@ pub(crate) async fn run_cold(env: &KernelEnv, p: &Params, report: &mut Report) -
         };
         put("new user, one at a time", "sequential", p.cold_seq, &http_seq, &floor_seq);
         put(&format!("{} new users at once", p.cold_conc), "concurrent", p.cold_conc, &http_conc, &floor_conc);
+        if let Some(cpu) = cpu {
+            let zygote = cpu.zygote.map_or("-".to_owned(), |ms| format!("{ms:.1}"));
+            let value = format!("{:.1} / {zygote} / {:.1} ms", cpu.sandboxes, cpu.gateway);
+            report.text("cold", &format!("  CPU per start{label}: sandbox / zygote / gateway"), value, "-");
+            let json = json!({ "sandbox_ms": cpu.sandboxes, "zygote_ms": cpu.zygote, "gateway_ms": cpu.gateway });
+            report.put("cold", &format!("{prefix}concurrent_cpu_per_start"), json);
+        }
     }
     Ok(())
 }

@@ -18,6 +18,7 @@
 
 mod ceiling;
 mod cold;
+mod cpu;
 mod hot;
 mod load;
 mod measure;

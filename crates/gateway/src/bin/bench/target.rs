@@ -170,19 +170,28 @@ impl Server {
 
     /// PSS of the server's zygote (a child whose command line says `__zygote`), MiB; `None` without one.
     pub(crate) fn zygote_pss_mib(&self) -> Option<f64> {
+        pss_mib(self.zygote_pid()?)
+    }
+
+    /// Host pid of the server's zygote, if it runs one.
+    pub(crate) fn zygote_pid(&self) -> Option<u32> {
         let server = self.process.pid()?;
-        let zygote = std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let ppid: u32 = stat.rsplit(") ").next()?.split_whitespace().nth(1)?.parse().ok()?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             (ppid == server && cmdline.split(|b| *b == 0).nth(1) == Some(b"__zygote".as_slice())).then_some(pid)
-        })?;
-        pss_mib(zygote)
+        })
     }
 
     /// PSS of each sandbox (sum over the processes of its cgroup), MiB.
     pub(crate) fn sandbox_pss_mib(&self) -> Vec<f64> {
+        self.sandbox_pids().iter().map(|pids| pids.iter().filter_map(|&pid| pss_mib(pid)).sum()).collect()
+    }
+
+    /// The processes of each sandbox (those of its cgroup).
+    pub(crate) fn sandbox_pids(&self) -> Vec<Vec<u32>> {
         let roots = [
             Path::new("/sys/fs/cgroup/memory").join(&self.cgroup_parent),
             Path::new("/sys/fs/cgroup").join(&self.cgroup_parent),
@@ -195,7 +204,7 @@ impl Server {
             let mut pids = Vec::new();
             collect_pids(&entry.path(), &mut pids);
             if !pids.is_empty() {
-                out.push(pids.iter().filter_map(|&pid| pss_mib(pid)).sum());
+                out.push(pids);
             }
         }
         out
