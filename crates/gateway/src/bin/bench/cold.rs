@@ -37,24 +37,27 @@ async fn http_cold(session: Session) -> Option<f64> {
 }
 
 pub(crate) async fn run_cold(env: &KernelEnv, p: &Params, report: &mut Report) -> anyhow::Result<()> {
-    eprintln!("bench: cold starts, floor");
-    let mut floor_seq = Vec::new();
-    for _ in 0..p.cold_seq {
-        floor_seq.extend(bare_cold(env).await);
-    }
-    let floor_conc: Vec<f64> =
-        futures_util::future::join_all((0..p.cold_conc).map(|_| bare_cold(env))).await.into_iter().flatten().collect();
-
+    // The floor is measured with the default launcher's server, taking turns with it (one cold start each, then one
+    // burst each), so that both sides of a ratio meet the same minutes of the machine.
+    let (mut floor_seq, mut floor_conc) = (Vec::new(), Vec::new());
     for launcher in ["zygote", "exec"] {
+        let with_floor = launcher == "zygote";
         eprintln!("bench: cold starts, server with --warm-sandboxes 0 --launcher {launcher}");
         let server = Server::start_with(env, 0, p.cold_seq + p.cold_conc + 2, launcher)?;
         server.ready().await;
         let mut http_seq = Vec::new();
         let mut users = Vec::new();
         for i in 0..p.cold_seq {
+            if with_floor {
+                floor_seq.extend(bare_cold(env).await);
+            }
             let session = server.http.session(format!("cold-seq-{i}"));
             http_seq.extend(http_cold(session.clone()).await);
             users.push(session);
+        }
+        if with_floor {
+            let bare = (0..p.cold_conc).map(|_| bare_cold(env));
+            floor_conc = futures_util::future::join_all(bare).await.into_iter().flatten().collect();
         }
         let conc: Vec<Session> = (0..p.cold_conc).map(|i| server.http.session(format!("cold-conc-{i}"))).collect();
         let before = CpuSnapshot::take(&server);
