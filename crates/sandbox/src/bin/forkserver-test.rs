@@ -65,7 +65,7 @@ fn facts(forks: u32, in_fork: bool) -> i32 {
 }
 
 /// Orphans a process that exits at once and one that sleeps, then reports whether the first was reaped (by pid 1:
-/// its parent is gone), whether the second still runs, whether pid 1 is visible, and the second's pid.
+/// its parent is gone), whether the second still runs, and whether pid 1 is visible.
 fn orphans() -> i32 {
     let short = orphan(|| 0);
     let long = orphan(|| {

@@ -83,8 +83,7 @@ pub(super) fn fork(
         }
         (_, Ok(ForkResult::Child)) => unreachable!("the child exited above"),
         (reaper, Err(errno)) => {
-            end(reaper);
-            reapers.reaped(reaper);
+            reapers.end(reaper);
             Err(SetupError::Fork("the sandbox's first process", errno))
         }
     }

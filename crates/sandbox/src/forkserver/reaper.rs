@@ -88,6 +88,12 @@ impl Reapers {
         }
     }
 
+    /// Kills a reaper, waits for it and frees its stack (a reaper whose namespace has no other process left).
+    pub(super) fn end(&mut self, pid: Pid) {
+        super::init_process::end(pid);
+        self.reaped(pid);
+    }
+
     /// Frees the stack of a reaper that has been waited for.
     pub(super) fn reaped(&mut self, pid: Pid) -> bool {
         match self.slots.remove(&pid) {

@@ -289,8 +289,7 @@ impl<'a> Server<'a> {
     /// needed (a server killed between freezing and thawing would leave it frozen for good).
     fn end_unassigned(&mut self, (first, reaper): (Pid, Pid)) {
         end(first);
-        end(reaper);
-        self.reapers.reaped(reaper);
+        self.reapers.end(reaper);
     }
 
     /// Reaps every process of the server's that has ended; reports each sandbox whose first process and reaper
