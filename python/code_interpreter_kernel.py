@@ -11,6 +11,9 @@ ipykernel's kernel (installed into the kernel env by setup_env.py), without thre
   loaded for the kernel (~120 modules, 6 MB more in the zygote), and no socket of its own is made or connected to
   the shell socket. The kernel says `debugger: false` in its kernel info; user code may still import debugpy.
 
+It also skips two things a kernel does for the terminal that started it, which here is the gateway: rewriting the
+connection file (the gateway's names every port) and printing how to connect another client to it.
+
 Both launchers start this module (the zygote imports it first, before any of ipykernel), so that their kernels
 stay alike.
 """
@@ -61,6 +64,21 @@ class KernelApp(IPKernelApp):
 
     def init_heartbeat(self):
         """No heartbeat: nothing listens on the connection file's `hb_port`."""
+
+    def write_connection_file(self, **kwargs):
+        """Nothing to add: the gateway's connection file already names every port (ipykernel would read it back,
+        compare, and leave it as it is)."""
+
+    def log_connection_info(self):
+        """Only records the ports (the reply to `connect_request`): no "To connect another client..." in the
+        sandbox's log, where nobody can use it."""
+        self._ports = dict(
+            shell=self.shell_port,
+            iopub=self.iopub_port,
+            stdin=self.stdin_port,
+            hb=self.hb_port,
+            control=self.control_port,
+        )
 
 
 if __name__ == "__main__":

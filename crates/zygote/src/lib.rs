@@ -9,6 +9,7 @@ mod python;
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sandbox::forkserver::{self, InProcess, ServerError};
@@ -80,11 +81,27 @@ fn run() -> Result<std::convert::Infallible, Error> {
     python.run("zygote", ZYGOTE_PY).map_err(Error::Python)?;
     let preload = serde_json::to_vec(&config.preload).map_err(Error::Config)?;
     python.run("preload", &call("preload", &preload)).map_err(Error::Python)?;
-    let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count).unwrap_or(0);
+    let threads = wait_for_one_thread();
     if threads != 1 {
         return Err(Error::Threads(threads));
     }
     forkserver::serve(host, &Kernel { python })
+}
+
+/// How long threads that preloading joined may take to leave `/proc/self/task`.
+const THREAD_EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// The number of threads this process has, once it is 1 or [`THREAD_EXIT_GRACE`] has passed: a thread that was
+/// joined (the preload's rehearsal starts and joins some) can still be in the task list for a moment after.
+fn wait_for_one_thread() -> usize {
+    let deadline = Instant::now() + THREAD_EXIT_GRACE;
+    loop {
+        let threads = std::fs::read_dir("/proc/self/task").map(Iterator::count).unwrap_or(0);
+        if threads == 1 || Instant::now() >= deadline {
+            return threads;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// The first line of stdin, read a byte at a time: what follows belongs to the fork server.
