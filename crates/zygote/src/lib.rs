@@ -129,14 +129,16 @@ struct Kernel {
     python: Python,
 }
 
+/// Python's own fork hooks run only in the child (`PyOS_AfterFork_Child`, which resets its locks and threads
+/// whether or not the parent prepared them). `PyOS_BeforeFork` and `PyOS_AfterFork_Parent` are left out: they take
+/// and release the import lock and the `os.register_at_fork` locks (logging's), which only matter when another
+/// thread could hold them, and the zygote has none (checked before it serves), nor runs Python between forks.
+/// Run in the zygote, they write to ~70 of its pages after every fork, each one a page it then copies from the
+/// sandbox it just made.
 impl InProcess for Kernel {
-    fn before_fork(&self) {
-        self.python.before_fork();
-    }
+    fn before_fork(&self) {}
 
-    fn after_fork_parent(&self) {
-        self.python.after_fork_parent();
-    }
+    fn after_fork_parent(&self) {}
 
     fn run(&self, policy: &Policy) -> i32 {
         self.python.after_fork_child();

@@ -34,8 +34,6 @@ type Void = unsafe extern "C" fn();
 
 /// A loaded libpython, initialized once by [`Python::initialize`].
 pub struct Python {
-    before_fork: Symbol<Void>,
-    after_fork_parent: Symbol<Void>,
     after_fork_child: Symbol<Void>,
     run_simple_string: Symbol<unsafe extern "C" fn(*const c_char) -> c_int>,
     set_program_name: Symbol<unsafe extern "C" fn(*const libc::wchar_t) -> ()>,
@@ -58,8 +56,6 @@ impl Python {
         // (Python.h: pylifecycle.h, pythonrun.h, intrcheck.h, fileutils.h).
         unsafe {
             Ok(Python {
-                before_fork: lib.get(b"PyOS_BeforeFork\0").map_err(load_err)?,
-                after_fork_parent: lib.get(b"PyOS_AfterFork_Parent\0").map_err(load_err)?,
                 after_fork_child: lib.get(b"PyOS_AfterFork_Child\0").map_err(load_err)?,
                 run_simple_string: lib.get(b"PyRun_SimpleString\0").map_err(load_err)?,
                 set_program_name: lib.get(b"Py_SetProgramName\0").map_err(load_err)?,
@@ -97,21 +93,10 @@ impl Python {
         }
     }
 
-    /// `PyOS_BeforeFork`: call right before `fork`.
-    pub fn before_fork(&self) {
-        // SAFETY: the interpreter is initialized and this thread holds the GIL.
-        unsafe { (self.before_fork)() }
-    }
-
-    /// `PyOS_AfterFork_Parent`: call in the parent right after `fork`.
-    pub fn after_fork_parent(&self) {
-        // SAFETY: paired with `before_fork` in the same thread.
-        unsafe { (self.after_fork_parent)() }
-    }
-
     /// `PyOS_AfterFork_Child`: call first thing in a child (or grandchild) that will run Python.
     pub fn after_fork_child(&self) {
-        // SAFETY: this process is a fork of the one that called `before_fork` (with nothing run in between).
+        // SAFETY: this process is a fork of a single-threaded one whose only thread held the GIL and was not
+        // inside Python (see `Kernel`'s fork hooks), with nothing run in between.
         unsafe { (self.after_fork_child)() }
     }
 }
