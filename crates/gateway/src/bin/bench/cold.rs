@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use gateway::kernel_env::KernelEnv;
 use serde_json::json;
 
-use crate::cpu::CpuSnapshot;
+use crate::cpu::{CpuPerStart, CpuSnapshot};
 use crate::measure::batched;
 use crate::report::{summary_json, Report, Summary};
 use crate::target::{BareKernel, Server, Session};
@@ -43,7 +43,7 @@ pub(crate) async fn run_cold(env: &KernelEnv, p: &Params, report: &mut Report) -
     for launcher in ["zygote", "exec"] {
         let with_floor = launcher == "zygote";
         eprintln!("bench: cold starts, server with --warm-sandboxes 0 --launcher {launcher}");
-        let server = Server::start_with(env, 0, p.cold_seq + p.cold_conc + 2, launcher)?;
+        let server = Server::start_with(env, 0, p.cold_seq + p.cold_bursts * p.cold_conc + 2, launcher)?;
         server.ready().await;
         let mut http_seq = Vec::new();
         let mut users = Vec::new();
@@ -55,16 +55,23 @@ pub(crate) async fn run_cold(env: &KernelEnv, p: &Params, report: &mut Report) -
             http_seq.extend(http_cold(session.clone()).await);
             users.push(session);
         }
-        if with_floor {
-            let bare = (0..p.cold_conc).map(|_| bare_cold(env));
-            floor_conc = futures_util::future::join_all(bare).await.into_iter().flatten().collect();
+        // One burst is a small sample on a noisy machine: several, each right after the floor's, pooled.
+        let (mut http_conc, mut cpus) = (Vec::new(), Vec::new());
+        for burst in 0..p.cold_bursts {
+            if with_floor {
+                let bare = (0..p.cold_conc).map(|_| bare_cold(env));
+                floor_conc.extend(futures_util::future::join_all(bare).await.into_iter().flatten());
+            }
+            let conc: Vec<Session> =
+                (0..p.cold_conc).map(|i| server.http.session(format!("cold-conc-{burst}-{i}"))).collect();
+            let before = CpuSnapshot::take(&server);
+            let answers = futures_util::future::join_all(conc.iter().cloned().map(http_cold)).await;
+            http_conc.extend(answers.into_iter().flatten());
+            let after = CpuSnapshot::take(&server);
+            cpus.extend(after.zip(before).map(|(after, before)| before.per_start(&after, p.cold_conc)));
+            users.extend(conc);
         }
-        let conc: Vec<Session> = (0..p.cold_conc).map(|i| server.http.session(format!("cold-conc-{i}"))).collect();
-        let before = CpuSnapshot::take(&server);
-        let http_conc: Vec<f64> =
-            futures_util::future::join_all(conc.iter().cloned().map(http_cold)).await.into_iter().flatten().collect();
-        let cpu = CpuSnapshot::take(&server).zip(before).map(|(after, before)| before.per_start(&after, p.cold_conc));
-        users.extend(conc);
+        let cpu = CpuPerStart::mean(&cpus);
         for session in &users {
             session.release().await;
         }
@@ -84,7 +91,9 @@ pub(crate) async fn run_cold(env: &KernelEnv, p: &Params, report: &mut Report) -
             }
         };
         put("new user, one at a time", "sequential", p.cold_seq, &http_seq, &floor_seq);
-        put(&format!("{} new users at once", p.cold_conc), "concurrent", p.cold_conc, &http_conc, &floor_conc);
+        let bursts = if p.cold_bursts > 1 { format!(", {} bursts", p.cold_bursts) } else { String::new() };
+        let at_once = format!("{} new users at once{bursts}", p.cold_conc);
+        put(&at_once, "concurrent", p.cold_bursts * p.cold_conc, &http_conc, &floor_conc);
         if let Some(cpu) = cpu {
             let zygote = cpu.zygote.map_or("-".to_owned(), |ms| format!("{ms:.1}"));
             let value = format!("{:.1} / {zygote} / {:.1} ms", cpu.sandboxes, cpu.gateway);

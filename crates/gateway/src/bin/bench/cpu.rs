@@ -19,6 +19,18 @@ pub(crate) struct CpuPerStart {
     pub(crate) gateway: f64,
 }
 
+impl CpuPerStart {
+    /// The mean of several stretches' figures (`None` for none).
+    pub(crate) fn mean(all: &[CpuPerStart]) -> Option<CpuPerStart> {
+        let n = all.len() as f64;
+        (!all.is_empty()).then(|| CpuPerStart {
+            sandboxes: all.iter().map(|c| c.sandboxes).sum::<f64>() / n,
+            zygote: all.iter().map(|c| c.zygote).sum::<Option<f64>>().map(|ms| ms / n),
+            gateway: all.iter().map(|c| c.gateway).sum::<f64>() / n,
+        })
+    }
+}
+
 impl CpuSnapshot {
     pub(crate) fn take(server: &Server) -> Option<CpuSnapshot> {
         let sandboxes = server.sandbox_pids().into_iter().flatten().map(|pid| (pid, run_time_ns(pid))).collect();
