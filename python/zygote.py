@@ -19,8 +19,8 @@ import pathlib
 import shutil
 import sys
 
-# What every kernel imports while starting, and what users import first. Not matplotlib_inline's backend: it
-# hooks into the shell when imported, which must happen in the kernel (at its first plot, as without a zygote).
+# The kernel's own modules: what it imports to start (their files are the list its debugger would be given, see
+# `_kernel_modules`).
 KERNEL_PRELOAD = (
     "code_interpreter_kernel",
     "IPython",
