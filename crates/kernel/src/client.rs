@@ -20,6 +20,24 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often [`Client::wait_ready`] repeats `kernel_info_request` until iopub is seen connected.
 const READY_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
+/// What [`Client::wait_until`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    /// iopub connected and a `kernel_info_reply` received.
+    Answered,
+    /// iopub connected.
+    Connected,
+}
+
+impl Ready {
+    fn what(self) -> &'static str {
+        match self {
+            Ready::Answered => "kernel_info_reply and iopub status",
+            Ready::Connected => "iopub_welcome or iopub status",
+        }
+    }
+}
+
 /// A connection to one kernel: shell and iopub owned here, control behind [`Interrupter`].
 ///
 /// One request at a time (`&mut self`): a session serializes its executions.
@@ -84,22 +102,38 @@ impl Client {
     /// every 100 ms while iopub is silent) until both the `kernel_info_reply` and an iopub `status` for one of
     /// those requests (or an `iopub_welcome`) arrived. Before that, outputs of a first cell can be lost.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<KernelInfo, Error> {
+        let info = self.wait_until(timeout, Ready::Answered).await?;
+        Ok(info.expect("`Ready::Answered` waits for the kernel info"))
+    }
+
+    /// Waits until the kernel's iopub reaches us, which is all a first request needs (the shell socket queues
+    /// it until the kernel serves it). Returns at the kernel's `iopub_welcome` (ipykernel 7 sends one to each
+    /// new subscriber) without a request of its own, so a kernel's start is not lengthened by answering one;
+    /// a kernel that sends no welcome within 100 ms gets [`Client::wait_ready`]'s `kernel_info_request`s.
+    pub async fn wait_connected(&mut self, timeout: Duration) -> Result<(), Error> {
+        self.wait_until(timeout, Ready::Connected).await.map(drop)
+    }
+
+    async fn wait_until(&mut self, timeout: Duration, until: Ready) -> Result<Option<KernelInfo>, Error> {
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let mut probe = tokio::time::interval(READY_PROBE_INTERVAL);
+        // Only a kernel whose iopub stays silent is asked: at once when its info is wanted, else after a while.
+        let first_probe = match until {
+            Ready::Answered => Instant::now(),
+            Ready::Connected => Instant::now() + READY_PROBE_INTERVAL,
+        };
+        let mut probe = tokio::time::interval_at(first_probe, READY_PROBE_INTERVAL);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sent: Vec<String> = Vec::new();
         let mut info: Option<KernelInfo> = None;
         let mut iopub_connected = false;
         loop {
-            if iopub_connected {
-                if let Some(info) = info.take() {
-                    return Ok(info);
-                }
+            if iopub_connected && (info.is_some() || until == Ready::Connected) {
+                return Ok(info);
             }
             tokio::select! {
                 biased;
-                () = &mut deadline => return Err(Error::Timeout { what: "kernel_info_reply and iopub status" }),
+                () = &mut deadline => return Err(Error::Timeout { what: until.what() }),
                 event = self.shell_events.next() => check_alive(event)?,
                 message = socket::recv(&mut self.iopub, &self.signer, Channel::IoPub), if !iopub_connected => {
                     let message = message?;
@@ -114,7 +148,7 @@ impl Client {
                         info = Some(message.content("kernel_info_reply content")?);
                     }
                 }
-                _ = probe.tick(), if !iopub_connected || sent.is_empty() => {
+                _ = probe.tick(), if !iopub_connected || (sent.is_empty() && until == Ready::Answered) => {
                     let header = socket::send(
                         &mut self.shell, &self.signer, Channel::Shell, &self.session, "kernel_info_request", &json!({}),
                     )

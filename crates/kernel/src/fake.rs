@@ -12,7 +12,12 @@
 //! - `error:NAME`: an error output `NAME` and an error reply; stops the script
 //! - `sleep:MS`: busy for MS milliseconds; an `interrupt_request` ends it with `KeyboardInterrupt`
 //! - anything else: no output
+//!
+//! Its iopub is a plain PUB socket; [`FakeKernel::start_welcoming`] also has it publish `iopub_welcome` until its
+//! shell gets a first request (as ipykernel's XPUB greets each new subscriber).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,43 +40,70 @@ pub struct FakeKernel {
     tasks: Vec<JoinHandle<()>>,
     /// Becomes `true` once a `shutdown_request` was answered.
     exited: watch::Receiver<bool>,
+    /// `kernel_info_request`s received on shell so far.
+    kernel_infos: Arc<AtomicUsize>,
 }
 
 impl FakeKernel {
     /// Starts a fake kernel in a fresh temporary directory.
     pub async fn start() -> Result<FakeKernel, Error> {
+        Self::start_in_temp_dir(false).await
+    }
+
+    /// [`FakeKernel::start`], publishing `iopub_welcome` every 5 ms until its shell gets a first request.
+    pub async fn start_welcoming() -> Result<FakeKernel, Error> {
+        Self::start_in_temp_dir(true).await
+    }
+
+    async fn start_in_temp_dir(welcome: bool) -> Result<FakeKernel, Error> {
         let dir = tempfile::Builder::new().prefix("fk").tempdir().expect("creating a temporary directory");
-        let mut kernel = Self::bind(ConnectionInfo::ipc(dir.path())).await?;
+        let mut kernel = Self::bind_with(ConnectionInfo::ipc(dir.path()), welcome).await?;
         kernel._dir = Some(dir);
         Ok(kernel)
     }
 
     /// Starts a fake kernel on the endpoints of `info` (as a launcher would start a real one).
     pub async fn bind(info: ConnectionInfo) -> Result<FakeKernel, Error> {
+        Self::bind_with(info, false).await
+    }
+
+    async fn bind_with(info: ConnectionInfo, welcome: bool) -> Result<FakeKernel, Error> {
         let shell = bound::<RouterSocket>(&info, Channel::Shell).await?;
         let control = bound::<RouterSocket>(&info, Channel::Control).await?;
         let iopub = bound::<PubSocket>(&info, Channel::IoPub).await?;
         let (publish, outbox) = mpsc::unbounded_channel();
         let (interrupts, _) = watch::channel(0u64);
         let (exit, exited) = watch::channel(false);
+        let (served, _) = watch::channel(false);
+        let kernel_infos = Arc::new(AtomicUsize::new(0));
         let state = State {
             signer: Signer::new(&info.key),
             session: uuid::Uuid::new_v4().to_string(),
             publish,
             interrupts,
             exit,
+            served,
+            kernel_infos: Arc::clone(&kernel_infos),
         };
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(run_iopub(iopub, outbox)),
             tokio::spawn(run_shell(shell, state.clone())),
-            tokio::spawn(run_control(control, state)),
+            tokio::spawn(run_control(control, state.clone())),
         ];
-        Ok(FakeKernel { info, _dir: None, tasks, exited })
+        if welcome {
+            tasks.push(tokio::spawn(welcome_until_served(state)));
+        }
+        Ok(FakeKernel { info, _dir: None, tasks, exited, kernel_infos })
     }
 
     /// Where to connect.
     pub fn connection_info(&self) -> &ConnectionInfo {
         &self.info
+    }
+
+    /// How many `kernel_info_request`s its shell received so far.
+    pub fn kernel_info_requests(&self) -> usize {
+        self.kernel_infos.load(Ordering::SeqCst)
     }
 
     /// Resolves once the kernel answered a `shutdown_request` (the fake's "process exit").
@@ -106,6 +138,9 @@ struct State {
     /// Bumped by each `interrupt_request`.
     interrupts: watch::Sender<u64>,
     exit: watch::Sender<bool>,
+    /// Becomes `true` at the shell's first request.
+    served: watch::Sender<bool>,
+    kernel_infos: Arc<AtomicUsize>,
 }
 
 impl State {
@@ -128,6 +163,20 @@ impl State {
             .expect("JSON encodes");
         if let Err(err) = socket.send(message).await {
             tracing::debug!(error = %err, "fake kernel could not reply");
+        }
+    }
+}
+
+/// Publishes `iopub_welcome` every 5 ms until the shell gets its first request: a PUB socket drops what it sends
+/// before a subscriber is connected, so one of them reaches the client once it is.
+async fn welcome_until_served(state: State) {
+    let mut served = state.served.subscribe();
+    let no_parent = Bytes::from_static(b"{}");
+    while !*served.borrow_and_update() {
+        state.publish(&no_parent, "iopub_welcome", json!({ "subscription": "" }));
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            _ = served.changed() => {}
         }
     }
 }
@@ -168,10 +217,14 @@ async fn run_shell(mut shell: RouterSocket, state: State) {
             },
             _ = exited.wait_for(|done| *done) => return,
         };
+        state.served.send_replace(true);
         let parent = &request.header_bytes;
         state.status(parent, "busy");
         match request.header.msg_type.as_str() {
-            "kernel_info_request" => state.reply(&mut shell, &request, "kernel_info_reply", kernel_info()).await,
+            "kernel_info_request" => {
+                state.kernel_infos.fetch_add(1, Ordering::SeqCst);
+                state.reply(&mut shell, &request, "kernel_info_reply", kernel_info()).await;
+            }
             "execute_request" => {
                 execution_count += 1;
                 let code = request

@@ -36,6 +36,33 @@ async fn first_output_after_ready_is_not_lost() {
     }
 }
 
+/// Pins that `wait_connected` asks a kernel that greets its subscribers nothing (its start is not lengthened by a
+/// request), and that the first cell's output still arrives.
+#[tokio::test]
+async fn wait_connected_sends_no_request_to_a_welcoming_kernel() {
+    for _ in 0..5 {
+        let kernel = FakeKernel::start_welcoming().await.unwrap();
+        let mut client = Client::connect(kernel.connection_info()).await.expect("connect");
+        client.wait_connected(READY).await.expect("connected");
+        let (outputs, reply) = run(&mut client, "print:hello").await;
+        assert_eq!(outputs, vec![stdout("hello")]);
+        assert_eq!((reply.status, reply.execution_count), (ExecuteStatus::Ok, Some(1)));
+        assert_eq!(kernel.kernel_info_requests(), 0, "wait_connected sent a kernel_info_request");
+    }
+}
+
+/// Pins that a kernel without `iopub_welcome` is still waited for properly: `kernel_info_request`s until its iopub
+/// shows, so the first cell's output is not lost.
+#[tokio::test]
+async fn wait_connected_asks_a_silent_kernel() {
+    let kernel = FakeKernel::start().await.unwrap();
+    let mut client = Client::connect(kernel.connection_info()).await.expect("connect");
+    client.wait_connected(READY).await.expect("connected");
+    assert!(kernel.kernel_info_requests() >= 1, "no kernel_info_request: iopub was never shown connected");
+    let (outputs, _) = run(&mut client, "print:hello").await;
+    assert_eq!(outputs, vec![stdout("hello")]);
+}
+
 /// Pins output order across types, and that outputs sent after the reply (before idle) are still delivered.
 #[tokio::test]
 async fn outputs_arrive_in_order_until_idle() {

@@ -62,7 +62,7 @@ impl Prepared {
         let process = SandboxProcess { sandbox, session_dir };
         let ready = async {
             let mut client = Client::connect(&info).await?;
-            client.wait_ready(start_timeout).await?;
+            client.wait_connected(start_timeout).await?;
             Ok::<_, kernel::Error>(client)
         };
         let outcome = tokio::select! {
