@@ -8,11 +8,14 @@ ipykernel's kernel (installed into the kernel env by setup_env.py), without thre
 - the heartbeat, a thread with a ZeroMQ context of its own (two more threads): the gateway watches the kernel's
   process and its replies, never its heartbeat;
 - the debugger, which serves Jupyter frontends' `debug_request`s (the gateway sends none): without it no debugpy is
-  loaded for the kernel (~120 modules, 6 MB more in the zygote), and no socket of its own is made or connected to
-  the shell socket. The kernel says `debugger: false` in its kernel info; user code may still import debugpy.
+  loaded for the kernel (~120 modules, 6 MB more in the zygote), no socket of its own is made or connected to the
+  shell socket, and nothing waits for its events (see `Kernel`). The kernel says `debugger: false` in its kernel
+  info; user code may still import debugpy.
 
 It also skips two things a kernel does for the terminal that started it, which here is the gateway: rewriting the
-connection file (the gateway's names every port) and printing how to connect another client to it.
+connection file (the gateway's names every port) and printing how to connect another client to it. And it spares
+work that changes nothing a client sees: flushing an output stream that holds nothing (see `OutStream`), and making
+log records that no handler takes (see `KernelApp.get_default_logging_config`).
 
 Both launchers start this module (the zygote imports it first, before any of ipykernel), so that their kernels
 stay alike.
@@ -38,9 +41,36 @@ if _debugpy_blocked:
 ipykernel.debugger._is_debugpy_available = False
 
 import zmq  # noqa: E402
+from ipykernel import iostream  # noqa: E402
 from ipykernel.control import ControlThread  # noqa: E402
+from ipykernel.ipkernel import IPythonKernel  # noqa: E402
 from ipykernel.kernelapp import IPKernelApp  # noqa: E402
-from traitlets import List, Unicode  # noqa: E402
+from ipykernel.kernelbase import Kernel as KernelBase  # noqa: E402
+from traitlets import DottedObjectName, List, Type, Unicode  # noqa: E402
+
+
+class Kernel(IPythonKernel):
+    """IPythonKernel without the debugger's part of `start` (there is no debugger, see the module's docstring): no
+    handler on the debugger's socket, and no coroutine on the control thread awaiting the debugger's stopped events,
+    which would only fail there at its first step."""
+
+    def start(self):
+        if self.shell:
+            self.shell.exit_now = False
+        KernelBase.start(self)
+
+
+class OutStream(iostream.OutStream):
+    """ipykernel's stdout/stderr, except that flushing one that holds nothing returns at once. ipykernel would still
+    hand two callbacks to the IOPub thread and wait until both ran (a round trip between threads, each waking the
+    other): at the end of every execution for both streams, mostly for stderr with nothing in it, and four times
+    while the kernel starts. What was written is sent, and in order, exactly as before: a write goes into the
+    buffers before it schedules its own flush, and everything a stream sends goes through the IOPub thread's queue."""
+
+    def flush(self):
+        if self.echo is None and not self._buffers:
+            return
+        super().flush()
 
 
 class KernelApp(IPKernelApp):
@@ -49,6 +79,19 @@ class KernelApp(IPKernelApp):
     # IPython's own default extension by its full name: IPython looks for a top-level `storemagic` module first
     # (~0.8 ms of failed lookups along sys.path in every kernel) before loading this one, under this name.
     default_extensions = List(Unicode(), ["IPython.extensions.storemagic"]).tag(config=False)
+    kernel_class = Type(Kernel, klass=KernelBase).tag(config=True)
+    # This module's stream (`__main__.OutStream` under `python -m`, where this module is `__main__`).
+    outstream_class = DottedObjectName(f"{__name__}.OutStream").tag(config=True)
+
+    def get_default_logging_config(self):
+        """traitlets' logging config, with the application's logger at its console handler's level instead of
+        DEBUG: every `log.debug` in ipykernel (three for each message it handles) would make a record that handler
+        then drops. Left as traitlets has it when `logging_config` is set (its handlers may want more)."""
+        config = super().get_default_logging_config()
+        logger = config.get("loggers", {}).get(type(self).__name__)
+        if logger is not None and not self.logging_config:
+            logger["level"] = config["handlers"]["console"]["level"]
+        return config
 
     def init_control(self, context):
         """IPKernelApp's, without the debugger's two sockets and the shell-channel thread."""

@@ -17,7 +17,8 @@ const SELF_PORTRAIT: &str = "import os, sys, json\n\
     'threads': sorted(t.name.split(' ')[-1] for t in __import__('threading').enumerate()), \
     'app': [type(get_ipython().kernel.parent).__name__, get_ipython().kernel.parent.heartbeat is None, \
     get_ipython().kernel.shell_channel_thread is None, get_ipython().kernel.parent.debug_shell_socket is None, \
-    hasattr(get_ipython().kernel, 'debugger')], \
+    hasattr(get_ipython().kernel, 'debugger'), type(get_ipython().kernel).__name__, \
+    get_ipython().kernel.log.isEnabledFor(10), get_ipython().kernel.log.isEnabledFor(30)], \
     'kernel_modules': [any(p in f for f in get_ipython().kernel._kernel_modules) for p in ('/ipykernel/', '/numpy/')], \
     'home': sorted((os.path.relpath(d, '/sandbox'), \
     oct(os.stat(d).st_mode), sorted(f)) for d, _, f in os.walk('/sandbox')), 'shell': shell_portrait(get_ipython())}, sort_keys=True))";
@@ -77,8 +78,10 @@ async fn both_launchers_give_the_same_kernel() {
     // As after an exec: the kernel's own processes see it and it sees its forks.
     assert_eq!((&zygote["dumpable"], &zygote["fork_visible"]), (&serde_json::json!(1), &serde_json::json!(true)));
     // code_interpreter_kernel: ipykernel without its shell-channel thread, heartbeat and debugger (two fd watchers
-    // capture output written to the process's stdout and stderr).
-    assert_eq!(zygote["app"], serde_json::json!(["KernelApp", true, true, true, false]));
+    // capture output written to the process's stdout and stderr), whose log makes no records it would drop (its
+    // handler takes warnings and up).
+    let app = serde_json::json!(["KernelApp", true, true, true, false, "Kernel", false, true]);
+    assert_eq!(zygote["app"], app);
     let threads = serde_json::json!(["(_watch_pipe_fd)", "(_watch_pipe_fd)", "Control", "IOPub", "MainThread"]);
     assert_eq!(zygote["threads"], threads, "the kernel's Python threads");
     assert_eq!(zygote["shell"]["dh"], serde_json::json!(["/sandbox"]), "the shell took the zygote's cwd");
@@ -90,6 +93,30 @@ async fn both_launchers_give_the_same_kernel() {
     // The shell's default extension and its magics (the shell is made in the zygote, the extension in the kernel).
     assert_eq!(zygote["shell"]["extensions"], serde_json::json!(["IPython.extensions.storemagic"]));
     assert!(zygote["shell"]["magics"].as_array().unwrap().contains(&serde_json::json!("store")));
+}
+
+/// A stream with nothing in it flushes without waiting on the IOPub thread (ipykernel would make a round trip to it
+/// at every flush); one holding output still hands it over, and the output arrives, in order.
+#[tokio::test]
+async fn empty_streams_flush_without_the_iopub_thread() {
+    let api = shared().client();
+    let code = r#"
+import sys
+pub = sys.stdout.pub_thread
+handed = []
+schedule = pub.schedule
+pub.schedule = lambda f: (handed.append(f), schedule(f))[1]
+try:
+    sys.stderr.flush()
+    empty = len(handed)
+    sys.stdout.write('a')
+    sys.stdout.flush()
+    written = len(handed)
+finally:
+    del pub.schedule
+print('', empty, written > empty)
+"#;
+    assert_eq!(api.run_ok(&user("flush"), code).await, "a 0 True\n");
 }
 
 /// Kernels forked from one zygote start from the same memory but share nothing: a change in one is invisible in
