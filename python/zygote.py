@@ -172,6 +172,13 @@ def rehearse(rounds=12):
         for round in range(rounds):
             with contextlib.ExitStack() as ends:
                 _rehearse_round(round, log, ends)
+        # Its threads have ended, but their objects stay in threading's set of threads not yet collected (the IOPub
+        # thread's is in a reference cycle, and the collector is off): every fork would reset each of them again.
+        import threading
+
+        for thread in list(threading._dangling):
+            if not thread.is_alive():
+                threading._dangling.discard(thread)
     except Exception:
         import traceback
 
