@@ -16,12 +16,19 @@ use crate::Params;
 /// The first statement of a new user.
 const FIRST: &str = "x = 1; print(x)";
 
-/// Bare kernel from nothing to the first answer, ms.
+/// Bare kernel from nothing to the first answer, ms; the kernel is stopped (and gone) before this returns.
 async fn bare_cold(env: &KernelEnv) -> Option<f64> {
+    let (ms, kernel) = bare_cold_kept(env).await?;
+    kernel.stop().await;
+    ms
+}
+
+/// Bare kernel from nothing to the first answer: ms (`None` if it failed to answer) and the kernel, still running.
+async fn bare_cold_kept(env: &KernelEnv) -> Option<(Option<f64>, BareKernel)> {
     let started = Instant::now();
     let kernel = BareKernel::start(env).await.map_err(|err| eprintln!("bench: bare kernel: {err:#}")).ok()?;
-    kernel.session.run(FIRST).await.ok()?;
-    Some(started.elapsed().as_secs_f64() * 1e3)
+    let answered = kernel.session.run(FIRST).await.is_ok();
+    Some((answered.then(|| started.elapsed().as_secs_f64() * 1e3), kernel))
 }
 
 /// A new user's first request through HTTP, ms (`None` if it failed).
@@ -59,8 +66,13 @@ pub(crate) async fn run_cold(env: &KernelEnv, p: &Params, report: &mut Report) -
         let (mut http_conc, mut cpus) = (Vec::new(), Vec::new());
         for burst in 0..p.cold_bursts {
             if with_floor {
-                let bare = (0..p.cold_conc).map(|_| bare_cold(env));
-                floor_conc.extend(futures_util::future::join_all(bare).await.into_iter().flatten());
+                // Kept until all answered (a burst's kernels all alive, as the server's are), then stopped and
+                // waited for: their teardown is no part of the server's burst that follows.
+                let bare = (0..p.cold_conc).map(|_| bare_cold_kept(env));
+                let (answers, kernels): (Vec<_>, Vec<_>) =
+                    futures_util::future::join_all(bare).await.into_iter().flatten().unzip();
+                floor_conc.extend(answers.into_iter().flatten());
+                futures_util::future::join_all(kernels.into_iter().map(BareKernel::stop)).await;
             }
             let conc: Vec<Session> =
                 (0..p.cold_conc).map(|i| server.http.session(format!("cold-conc-{burst}-{i}"))).collect();

@@ -281,6 +281,11 @@ impl BareKernel {
     pub(crate) fn pss_mib(&self) -> Option<f64> {
         pss_mib(self.child.id()?)
     }
+
+    /// Kills the kernel and waits until it is gone, so that its teardown is over before what is measured next.
+    pub(crate) async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
 }
 
 /// Starts `n` bare kernels, `parallel` at a time; stops early (returning fewer) past `deadline`.
