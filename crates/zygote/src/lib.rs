@@ -3,8 +3,10 @@
 //! libpython, imports what every kernel needs (`python/zygote.py`), freezes the heap for copy-on-write, and forks:
 //! each child raises the sandbox's walls (the same Rust code as the exec launcher) and becomes an ipykernel.
 //!
-//! - `python`: libpython through `dlopen`, the only `unsafe`.
+//! - `python`: libpython through `dlopen`; `huge_pages`: the heap in huge pages before the first fork. The only
+//!   `unsafe`.
 
+mod huge_pages;
 mod python;
 
 use std::io::Write;
@@ -85,6 +87,7 @@ fn run() -> Result<std::convert::Infallible, Error> {
     if threads != 1 {
         return Err(Error::Threads(threads));
     }
+    huge_pages::collapse_heap();
     forkserver::serve(host, &Kernel { python })
 }
 
