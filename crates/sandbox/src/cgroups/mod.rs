@@ -216,9 +216,23 @@ impl CounterFile {
         Self { path, file: OnceLock::new() }
     }
 
-    /// The value of `key`: 0 if absent, or if the file cannot be opened (a kernel without this counter).
+    /// The value of `key`: 0 if absent, or if the file cannot be opened. Only a file missing from a directory that
+    /// exists (a kernel without this counter) is taken as absent for good; any other failure to open it (its
+    /// cgroup not there yet, no descriptor left) is tried again at the next read.
     pub(crate) fn value(&self, key: &str) -> Result<u64, CgroupError> {
-        let Some(file) = self.file.get_or_init(|| File::open(&self.path).ok()) else { return Ok(0) };
+        let file = match self.file.get() {
+            Some(file) => file,
+            None => match File::open(&self.path) {
+                Ok(file) => self.file.get_or_init(|| Some(file)),
+                Err(error)
+                    if error.kind() == io::ErrorKind::NotFound && self.path.parent().is_some_and(Path::is_dir) =>
+                {
+                    self.file.get_or_init(|| None)
+                }
+                Err(_) => return Ok(0),
+            },
+        };
+        let Some(file) = file else { return Ok(0) };
         // These files hold a few short lines; a fuller one would fail to parse rather than be misread.
         let mut buf = [0u8; 1024];
         let n = file.read_at(&mut buf, 0).map_err(|source| CgroupError::Read { path: self.path.clone(), source })?;
@@ -342,5 +356,22 @@ mod tests {
         assert_eq!(counter.value("max").unwrap(), 7, "read through the descriptor, not the path");
         assert_eq!(counter.value("other").unwrap(), 0);
         assert_eq!(CounterFile::new(dir.path().join("missing")).value("max").unwrap(), 0);
+    }
+
+    /// A counter missing from its cgroup's directory is absent for good (one open, not one per read); one whose
+    /// directory is not there yet is opened once it is.
+    #[test]
+    fn counter_file_retries_until_its_directory_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = CounterFile::new(dir.path().join("pids.events"));
+        assert_eq!(absent.value("max").unwrap(), 0);
+        std::fs::write(dir.path().join("pids.events"), "max 5\n").unwrap();
+        assert_eq!(absent.value("max").unwrap(), 0, "a counter the kernel lacks is not looked for again");
+
+        let later = CounterFile::new(dir.path().join("cgroup").join("pids.events"));
+        assert_eq!(later.value("max").unwrap(), 0);
+        std::fs::create_dir(dir.path().join("cgroup")).unwrap();
+        std::fs::write(dir.path().join("cgroup").join("pids.events"), "max 3\n").unwrap();
+        assert_eq!(later.value("max").unwrap(), 3, "the counter was not opened once its cgroup existed");
     }
 }
