@@ -158,20 +158,16 @@ def prepare_shell():
 def rehearse(rounds=12):
     """Runs, on throwaway objects, the library code every kernel runs while it starts and answers its first
     request: ZeroMQ sockets, an IOPub thread publishing a stream's output, asyncio and tornado loops, a
-    jupyter_client Session signing and parsing a message, logging, IPython's input transformation. What that code
+    jupyter_client Session signing and parsing a message, IPython's input transformation. What that code
     fills in on first use (CPython's method cache and specialized bytecode, compiled regular expressions, lazily
     made module state) is then there before the fork, instead of being redone by every kernel on pages it must first
     copy (measured: 2-3 ms less CPU per kernel start, ~10 %). Leaves nothing behind, even when it fails: every
     socket, thread, loop and context it makes is closed, joined or terminated before it returns, and it registers
-    nothing anywhere (the logger is one no manager knows). Only a warm-up: if it fails, kernels start without it."""
-    import logging
-
-    log = logging.Logger("rehearsal", logging.DEBUG)
-    log.addHandler(logging.NullHandler())
+    nothing anywhere. Only a warm-up: if it fails, kernels start without it."""
     try:
         for round in range(rounds):
             with contextlib.ExitStack() as ends:
-                _rehearse_round(round, log, ends)
+                _rehearse_round(round, ends)
         # Its threads have ended, but their objects stay in threading's set of threads not yet collected (the IOPub
         # thread's is in a reference cycle, and the collector is off): every fork would reset each of them again.
         import threading
@@ -186,7 +182,7 @@ def rehearse(rounds=12):
         traceback.print_exc()
 
 
-def _rehearse_round(round, log, ends):
+def _rehearse_round(round, ends):
     """One round of `rehearse`; `ends` ends what it started, last started first."""
     import asyncio
     import inspect
@@ -236,7 +232,6 @@ def _rehearse_round(round, log, ends):
     started.wait()
     thread.join()
     threading.Condition(threading.Lock())
-    log.info("round %s", round)
     inspect.signature(IPythonKernel.do_execute)
     path = pathlib.Path("/nonexistent/kernel.json")
     path.exists(), path.name, str(path.parent)
@@ -365,12 +360,10 @@ def start(request_bytes):
 
     tmpdir = os.environ.get("TMPDIR")
     tempfile.tempdir = tmpdir if tmpdir and os.path.isdir(tmpdir) and os.access(tmpdir, os.W_OK | os.X_OK) else None
-    # Every fork starts with the zygote's generator states: draw fresh seeds from the kernel's entropy.
-    import random
-
+    # Every fork starts with the zygote's generator states: numpy's gets a fresh seed from the kernel's entropy
+    # (`random` reseeds itself after a fork, in `PyOS_AfterFork_Child`).
     import numpy
 
-    random.seed()
     numpy.random.seed()
 
     import code_interpreter_kernel
