@@ -110,7 +110,10 @@ pub(crate) async fn run_cold(env: &KernelEnv, p: &Params, report: &mut Report) -
             let zygote = cpu.zygote.map_or("-".to_owned(), |ms| format!("{ms:.1}"));
             let value = format!("{:.1} / {zygote} / {:.1} ms", cpu.sandboxes, cpu.gateway);
             report.text("cold", &format!("  CPU per start{label}: sandbox / zygote / gateway"), value, "-");
-            let json = json!({ "sandbox_ms": cpu.sandboxes, "zygote_ms": cpu.zygote, "gateway_ms": cpu.gateway });
+            let machine = format!("{:.1} / {:.1} ms", cpu.machine, cpu.kernel_threads);
+            report.text("cold", &format!("  CPU per start{label}, machine: all / kernel threads"), machine, "-");
+            let json = json!({ "sandbox_ms": cpu.sandboxes, "zygote_ms": cpu.zygote, "gateway_ms": cpu.gateway,
+                "machine_ms": cpu.machine, "kernel_threads_ms": cpu.kernel_threads });
             report.put("cold", &format!("{prefix}concurrent_cpu_per_start"), json);
         }
     }
