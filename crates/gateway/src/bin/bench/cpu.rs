@@ -1,6 +1,6 @@
 //! CPU spent over a stretch of the bench: the scheduler's run time of every thread
 //! (`/proc/<pid>/task/<tid>/schedstat`), the service's split between the sandboxes, the zygote and the gateway, and
-//! the whole machine's (every task, the bench's own included), with the kernel's threads (kdamond, kworkers) apart.
+//! the whole machine's (every thread but the bench's own), with the kernel's threads (kdamond, kworkers) apart.
 
 use std::collections::HashMap;
 
@@ -20,7 +20,7 @@ pub(crate) struct CpuPerStart {
     pub(crate) sandboxes: f64,
     pub(crate) zygote: Option<f64>,
     pub(crate) gateway: f64,
-    /// Every thread on the machine (threads that ended within the stretch are not counted).
+    /// Every thread on the machine but the bench's (threads that ended within the stretch are not counted).
     pub(crate) machine: f64,
     /// The kernel's own threads, part of `machine`.
     pub(crate) kernel_threads: f64,
@@ -91,12 +91,13 @@ fn thread_run_times(pid: u32) -> Vec<(u32, u64)> {
         .collect()
 }
 
-/// Run time so far of every thread of every process, by (pid, tid), and whether it is one of the kernel's threads
-/// (kthreadd, pid 2, and its children).
+/// Run time so far of every thread of every process but this one (whose walk through `/proc` would count itself),
+/// by (pid, tid), and whether it is one of the kernel's threads (kthreadd, pid 2, and its children).
 fn machine_run_times() -> HashMap<(u32, u32), (u64, bool)> {
     let Ok(processes) = std::fs::read_dir("/proc") else { return HashMap::new() };
     let mut times = HashMap::new();
-    for pid in processes.flatten().filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok()) {
+    let pids = processes.flatten().filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok());
+    for pid in pids.filter(|pid| *pid != std::process::id()) {
         let kernel = pid == KTHREADD || parent_pid(pid) == Some(KTHREADD);
         for (tid, ns) in thread_run_times(pid) {
             times.insert((pid, tid), (ns, kernel));
@@ -118,25 +119,29 @@ fn parent_pid(pid: u32) -> Option<u32> {
 mod tests {
     use super::*;
 
-    /// The walk finds this very thread (not as a kernel thread) and kthreadd's children as kernel threads, and a
-    /// thread that burns CPU shows it in what a snapshot later reports.
+    /// The walk finds a process of ours (not as a kernel thread) but not this one, and kthreadd's children as kernel
+    /// threads; a thread that burns CPU shows it in what a snapshot later reports.
     #[test]
     fn machine_run_times_see_every_thread_and_tell_kernel_ones() {
         let me = std::process::id();
         assert_eq!(parent_pid(me), Some(nix::unistd::getppid().as_raw() as u32));
-        let tid = nix::unistd::gettid().as_raw() as u32;
+        let mut sleeper = std::process::Command::new("sleep").arg("10").spawn().unwrap();
         let before = machine_run_times();
-        assert_eq!(before.get(&(me, tid)).map(|(_, kernel)| *kernel), Some(false));
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        assert_eq!(before.get(&(sleeper.id(), sleeper.id())).map(|(_, kernel)| *kernel), Some(false));
+        assert!(!before.keys().any(|(pid, _)| *pid == me), "the bench's own threads counted");
         assert!(before.iter().any(|((pid, _), (_, kernel))| *kernel && *pid != KTHREADD), "no kernel thread seen");
         // 30 ms of this thread's own CPU time, however long the machine makes that take.
+        let tid = nix::unistd::gettid().as_raw() as u32;
+        let spin_before = thread_run_times(me).into_iter().find(|(t, _)| *t == tid).unwrap().1;
         let cpu_ns = || {
             let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
             now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
         };
         let started = cpu_ns();
         while cpu_ns() - started < 30_000_000 {}
-        let after = machine_run_times();
-        let spent = after[&(me, tid)].0 - before[&(me, tid)].0;
-        assert!(spent >= 29_000_000, "30 ms of spinning counted as {spent} ns");
+        let after = thread_run_times(me).into_iter().find(|(t, _)| *t == tid).unwrap().1;
+        assert!(after - spin_before >= 29_000_000, "30 ms of spinning counted as {} ns", after - spin_before);
     }
 }
