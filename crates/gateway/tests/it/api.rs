@@ -91,7 +91,7 @@ async fn cors_allows_any_origin() {
 }
 
 /// One access-log line per request at info, with route, status, user and duration; the code and its output never
-/// appear at info.
+/// appear at info; colour codes only on a terminal.
 #[tokio::test]
 async fn each_request_is_logged_once_without_code() {
     let temp = tempfile::Builder::new().prefix("ci-log-").tempdir().unwrap();
@@ -112,4 +112,6 @@ async fn each_request_is_logged_once_without_code() {
     assert_eq!(answered(&["route=/execute", &user_field, "status=200", "ms="]), 1, "{lines:#?}");
     assert_eq!(answered(&["route=/execute", "status=401"]), 1, "{lines:#?}");
     assert!(!lines.iter().any(|l| l.contains("code_7c21") || l.contains("output-3f9a")), "{lines:#?}");
+    // Written to a pipe, not a terminal: plain text, no colour codes for log files and collectors to carry.
+    assert!(!lines.iter().any(|l| l.contains('\u{1b}')), "{lines:#?}");
 }

@@ -75,21 +75,9 @@ impl TestServer {
         TestServer { url: process.url.clone(), process, data_dir: data_dir.to_path_buf(), _temp: None }
     }
 
-    /// The server's recent log lines, without colour codes.
+    /// The server's recent log lines (its stderr is a pipe: no colour codes).
     pub(crate) fn log_lines(&self) -> Vec<String> {
-        let plain = |line: &String| {
-            let mut out = String::new();
-            let mut chars = line.chars();
-            while let Some(c) = chars.next() {
-                if c == '\u{1b}' {
-                    chars.by_ref().find(|c| *c == 'm');
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        };
-        self.process.log_lines().iter().map(plain).collect()
+        self.process.log_lines()
     }
 
     /// Kills the server with SIGKILL, as a crash would, and reaps it.
