@@ -362,7 +362,7 @@ def start(request_bytes):
     tempfile.tempdir = tmpdir if tmpdir and os.path.isdir(tmpdir) and os.access(tmpdir, os.W_OK | os.X_OK) else None
     # Every fork starts with the zygote's generator states: numpy's legacy generator gets a fresh state, 624 words
     # straight from the kernel's entropy (`seed()` would expand a 128-bit seed into them through a SeedSequence: twice
-    # the time and ~70 more page faults per kernel); position 624 makes its first draw mix them, as after a seed.
+    # the time and ~70 more page faults per kernel); position 624 makes its first draw mix them, as `seed(n)` leaves it.
     # (`random` reseeds itself after a fork, in `PyOS_AfterFork_Child`.)
     import numpy
 
