@@ -366,7 +366,7 @@ def start(request_bytes):
     # (`random` reseeds itself after a fork, in `PyOS_AfterFork_Child`.)
     import numpy
 
-    numpy.random.set_state(("MT19937", numpy.frombuffer(os.urandom(2496), dtype=numpy.uint32), 624))
+    numpy.random.set_state(("MT19937", numpy.frombuffer(os.urandom(624 * 4), dtype=numpy.uint32), 624))
 
     import code_interpreter_kernel
 

@@ -41,13 +41,20 @@ impl CpuPerStart {
 }
 
 impl CpuSnapshot {
+    /// One walk through `/proc`: the service's figures are sums over the machine's threads read in it.
     pub(crate) fn take(server: &Server) -> Option<CpuSnapshot> {
+        let machine = machine_run_times();
+        let mut by_process: HashMap<u32, u64> = HashMap::new();
+        for ((pid, _), (ns, _)) in &machine {
+            *by_process.entry(*pid).or_default() += ns;
+        }
+        let run_time_ns = |pid: u32| by_process.get(&pid).copied().unwrap_or(0);
         let sandboxes = server.sandbox_pids().into_iter().flatten().map(|pid| (pid, run_time_ns(pid))).collect();
         Some(CpuSnapshot {
             gateway: run_time_ns(server.process.pid()?),
             zygote: server.zygote_pid().map(run_time_ns),
             sandboxes,
-            machine: machine_run_times(),
+            machine,
         })
     }
 
@@ -71,11 +78,6 @@ impl CpuSnapshot {
             kernel_threads: ms(kernel_threads),
         }
     }
-}
-
-/// Run time of every thread of `pid` so far, ns (0 if it is gone).
-fn run_time_ns(pid: u32) -> u64 {
-    thread_run_times(pid).into_iter().map(|(_, ns)| ns).sum()
 }
 
 /// Run time so far of every thread of `pid` by tid, ns (none if it is gone).
