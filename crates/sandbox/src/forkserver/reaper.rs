@@ -5,13 +5,14 @@
 //! It shares the server's memory but not its descriptors (it closes its copies), credentials or signal handlers,
 //! and it never touches the server's data: no allocation, no thread-local (`errno` included), nothing but its
 //! stack. All signals are blocked before it starts (SIGKILL aside, which is how it ends); it dies with the server
-//! (parent-death signal). Inside the sandbox it is invisible (`/proc` is mounted with `hidepid=2`).
-//! Being the namespace's pid 1, it adopts whatever the payload leaves behind, and when it is killed the kernel
-//! kills every process left in its namespace.
+//! (parent-death signal; and a server that died before that signal was set shows as a readable pidfd). Inside the
+//! sandbox it is invisible (`/proc` is mounted with `hidepid=2`). Being the namespace's pid 1, it adopts whatever
+//! the payload leaves behind, and when it is killed the kernel kills every process left in its namespace.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
@@ -27,11 +28,19 @@ pub(super) struct Reapers {
     mappings: Vec<*mut u8>,
     free: Vec<usize>,
     slots: HashMap<Pid, usize>,
+    /// A pidfd of the process the reapers die with; none where the kernel has no pidfds (before 5.3).
+    server: Option<OwnedFd>,
 }
 
 impl Reapers {
+    /// Stacks for reapers that die with the calling process.
     pub(super) fn new() -> Self {
-        Reapers { mappings: Vec::new(), free: Vec::new(), slots: HashMap::new() }
+        Self::dying_with(crate::sys::pidfd_open(nix::unistd::getpid()).ok())
+    }
+
+    /// Stacks for reapers that die with the process behind `server`.
+    fn dying_with(server: Option<OwnedFd>) -> Self {
+        Reapers { mappings: Vec::new(), free: Vec::new(), slots: HashMap::new(), server }
     }
 
     /// Reserves the address space of `SLOTS_PER_MAPPING` more stacks (no memory until used).
@@ -70,10 +79,11 @@ impl Reapers {
         let top = unsafe { base.add((slot % SLOTS_PER_MAPPING + 1) * STACK_BYTES) };
         let mut mask = SigSet::empty();
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut mask))?;
+        // The reaper gets the number of the server's pidfd as its argument (-1: none).
+        let server = self.server.as_ref().map_or(-1, |fd| fd.as_raw_fd()) as isize as *mut c_void;
         // SAFETY: the child shares this memory but runs only `reap_forever` on its own stack slot, which no one
         // else uses while it lives; glibc's clone wrapper runs no atfork handler and touches no thread state.
-        let pid =
-            unsafe { libc::clone(reap_forever, top.cast(), libc::CLONE_VM | libc::SIGCHLD, std::ptr::null_mut()) };
+        let pid = unsafe { libc::clone(reap_forever, top.cast(), libc::CLONE_VM | libc::SIGCHLD, server) };
         let started = Errno::result(pid);
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)?;
         match started {
@@ -106,14 +116,25 @@ impl Reapers {
     }
 }
 
-/// The reaper's whole life: adopt and reap until killed.
-extern "C" fn reap_forever(_: *mut c_void) -> i32 {
+/// The reaper's whole life: adopt and reap until killed. `server` is the number of a pidfd of the server, or -1.
+extern "C" fn reap_forever(server: *mut c_void) -> i32 {
     let sigchld: u64 = 1 << (libc::SIGCHLD - 1);
-    // SAFETY: plain system calls; the only memory they read is `sigchld` on this stack.
+    // SAFETY: plain system calls; the only memory they touch is `sigchld`, `server_ended` and `now` on this stack.
     unsafe {
+        syscall4(libc::SYS_prctl, libc::PR_SET_PDEATHSIG as usize, libc::SIGKILL as usize, 0, 0);
+        // A server that died before the line above sent no signal; its pidfd is readable once it has ended.
+        // (`getppid` cannot tell: the parent is outside this pid namespace, so it reads 0 either way.)
+        let server = server as isize as i32;
+        if server >= 0 {
+            let mut server_ended = libc::pollfd { fd: server, events: libc::POLLIN, revents: 0 };
+            let now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let ready = syscall4(libc::SYS_ppoll, &raw mut server_ended as usize, 1, &raw const now as usize, 0);
+            if ready > 0 {
+                syscall4(libc::SYS_exit_group, 0, 0, 0, 0);
+            }
+        }
         // Its descriptor table is a copy of the server's: keep none of them open (pipes must see their ends).
         syscall4(libc::SYS_close_range, 0, u32::MAX as usize, 0, 0);
-        syscall4(libc::SYS_prctl, libc::PR_SET_PDEATHSIG as usize, libc::SIGKILL as usize, 0, 0);
         loop {
             // Blocks while there are children; ECHILD when there are none: then wait for one to end.
             let waited = syscall4(libc::SYS_wait4, usize::MAX, 0, libc::__WALL as usize, 0);
@@ -152,7 +173,7 @@ unsafe fn syscall4(number: libc::c_long, a: usize, b: usize, c: usize, d: usize)
 #[cfg(test)]
 mod tests {
     use nix::sys::signal::{kill, Signal};
-    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
     use super::*;
 
@@ -180,5 +201,32 @@ mod tests {
         assert_eq!(reapers.mappings.len(), 2, "a freed stack is taken again");
         kill(again, Signal::SIGKILL).unwrap();
         waitpid(again, None).unwrap();
+    }
+
+    /// A reaper whose server ended before the reaper could ask for the parent-death signal ends by itself (else
+    /// it would sleep forever, holding the server's whole memory); one whose server lives stays.
+    #[test]
+    fn a_reaper_whose_server_is_gone_ends_by_itself() {
+        let mut server = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let server_fd = crate::sys::pidfd_open(Pid::from_raw(server.id() as i32)).unwrap();
+        let mut reapers = Reapers::dying_with(Some(server_fd));
+        let staying = reapers.start().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(waitpid(staying, Some(WaitPidFlag::WNOHANG)).unwrap(), WaitStatus::StillAlive);
+
+        server.kill().unwrap();
+        server.wait().unwrap();
+        let ending = reapers.start().unwrap();
+        let ended = (0..500).find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let status = waitpid(ending, Some(WaitPidFlag::WNOHANG)).unwrap();
+            (status != WaitStatus::StillAlive).then_some(status)
+        });
+        if ended.is_none() {
+            kill(ending, Signal::SIGKILL).unwrap();
+        }
+        assert_eq!(ended, Some(WaitStatus::Exited(ending, 0)), "it ended by itself within 5 s");
+        kill(staying, Signal::SIGKILL).unwrap();
+        waitpid(staying, None).unwrap();
     }
 }
