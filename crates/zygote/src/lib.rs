@@ -87,6 +87,9 @@ fn run() -> Result<std::convert::Infallible, Error> {
     if threads != 1 {
         return Err(Error::Threads(threads));
     }
+    // Python's fork protocol spread over the zygote's life: the locks a fork needs taken, once, as it runs no
+    // Python again; each child's `PyOS_AfterFork_Child` gives them back in that child.
+    python.before_forks();
     huge_pages::collapse_heap();
     forkserver::serve(host, &Kernel { python })
 }
@@ -132,12 +135,11 @@ struct Kernel {
     python: Python,
 }
 
-/// Python's own fork hooks run only in the child (`PyOS_AfterFork_Child`, which resets its locks and threads
-/// whether or not the parent prepared them). `PyOS_BeforeFork` and `PyOS_AfterFork_Parent` are left out: they take
-/// and release the import lock and the `os.register_at_fork` locks (logging's), which only matter when another
-/// thread could hold them, and the zygote has none (checked before it serves), nor runs Python between forks.
-/// Run in the zygote, they write to ~70 of its pages after every fork, each one a page it then copies from the
-/// sandbox it just made.
+/// Python's fork hooks around each fork are left out: `PyOS_BeforeFork` ran once before serving and its locks
+/// stay taken (the zygote runs no Python between forks), and `PyOS_AfterFork_Parent` would only give them back to
+/// take them again. Run around every fork, the pair writes to ~70 of the zygote's pages, each one a page it then
+/// copies from the sandboxes already made. The child's `PyOS_AfterFork_Child` resets the locks and threads (and
+/// from CPython 3.13 on releases the import lock, which must therefore be held: a fatal error otherwise).
 impl InProcess for Kernel {
     fn before_fork(&self) {}
 

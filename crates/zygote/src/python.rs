@@ -34,6 +34,7 @@ type Void = unsafe extern "C" fn();
 
 /// A loaded libpython, initialized once by [`Python::initialize`].
 pub struct Python {
+    before_fork: Symbol<Void>,
     after_fork_child: Symbol<Void>,
     run_simple_string: Symbol<unsafe extern "C" fn(*const c_char) -> c_int>,
     set_program_name: Symbol<unsafe extern "C" fn(*const libc::wchar_t) -> ()>,
@@ -56,6 +57,7 @@ impl Python {
         // (Python.h: pylifecycle.h, pythonrun.h, intrcheck.h, fileutils.h).
         unsafe {
             Ok(Python {
+                before_fork: lib.get(b"PyOS_BeforeFork\0").map_err(load_err)?,
                 after_fork_child: lib.get(b"PyOS_AfterFork_Child\0").map_err(load_err)?,
                 run_simple_string: lib.get(b"PyRun_SimpleString\0").map_err(load_err)?,
                 set_program_name: lib.get(b"Py_SetProgramName\0").map_err(load_err)?,
@@ -91,6 +93,14 @@ impl Python {
             0 => Ok(()),
             _ => Err(PythonError::Raised(what)),
         }
+    }
+
+    /// `PyOS_BeforeFork`: takes the locks a fork must not find in another thread's hands (the import lock, the
+    /// `os.register_at_fork` ones such as logging's). Python runs no more code in this process afterwards unless
+    /// `PyOS_AfterFork_Parent` (not bound here) gives them back: a process that only forks calls it once.
+    pub fn before_forks(&self) {
+        // SAFETY: the interpreter is initialized and this (the only) thread holds the GIL.
+        unsafe { (self.before_fork)() }
     }
 
     /// `PyOS_AfterFork_Child`: call first thing in a child (or grandchild) that will run Python.

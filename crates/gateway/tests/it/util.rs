@@ -13,13 +13,15 @@ pub(crate) const TOKEN: &str = "test-token-0123456789";
 /// The kernel environment shared by all test servers: the default one, created once if missing.
 pub(crate) fn kernel_env() -> PathBuf {
     static ENV: OnceLock<PathBuf> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let root = gateway::config::default_data_dir().join("kernel-env");
-        let ensure = gateway::kernel_env::ensure(&root, Path::new("python3"));
-        block_on_own_thread(ensure).expect("creating the kernel environment");
-        root
-    })
-    .clone()
+    ENV.get_or_init(|| kernel_env_named("kernel-env", Path::new("python3"))).clone()
+}
+
+/// The kernel environment `name` under the default data directory, made from `python` if missing.
+pub(crate) fn kernel_env_named(name: &str, python: &Path) -> PathBuf {
+    let root = gateway::config::default_data_dir().join(name);
+    let ensure = gateway::kernel_env::ensure(&root, python);
+    block_on_own_thread(ensure).unwrap_or_else(|e| panic!("creating the kernel environment {name}: {e:?}"));
+    root
 }
 
 /// Runs a future to completion on a runtime of its own thread (tests already run inside a runtime).
@@ -66,7 +68,11 @@ impl TestServer {
 
     /// Starts a server with `RUST_LOG` set to `filter`.
     pub(crate) fn start_logging(data_dir: &Path, flags: &[&str], token: &str, filter: &str) -> TestServer {
-        let env = kernel_env();
+        TestServer::start_on_env(data_dir, &kernel_env(), flags, token, filter)
+    }
+
+    /// Starts a server whose kernels run in the kernel environment `env`.
+    pub(crate) fn start_on_env(data_dir: &Path, env: &Path, flags: &[&str], token: &str, filter: &str) -> TestServer {
         let mut all_flags = vec!["--kernel-env", env.to_str().unwrap()];
         all_flags.extend_from_slice(flags);
         let exe = Path::new(env!("CARGO_BIN_EXE_code-interpreter"));
