@@ -90,9 +90,6 @@ fn mount_sessions_tmpfs(sessions: &Path) {
     static MOUNTING: Mutex<()> = Mutex::new(());
     static WARNED: AtomicBool = AtomicBool::new(false);
     let _one_at_a_time = MOUNTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let on_tmpfs = |path: &Path| {
-        nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
-    };
     if on_tmpfs(sessions) {
         return;
     }
@@ -106,17 +103,24 @@ fn mount_sessions_tmpfs(sessions: &Path) {
     }
 }
 
+/// Whether `path` is on a tmpfs (false if it cannot be told).
+fn on_tmpfs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+}
+
+/// The mount points in `mountinfo` (`/proc/self/mountinfo`'s text) at `dir` or under it.
+fn mounts_at_or_under<'a>(mountinfo: &'a str, dir: &Path) -> Vec<&'a str> {
+    let prefix = format!("{}/", dir.display());
+    let points = mountinfo.lines().filter_map(|line| line.split(' ').nth(4));
+    points.filter(|point| point.starts_with(&prefix) || Path::new(point) == dir).collect()
+}
+
 /// Removes every session directory under `sessions` left by an earlier run, unmounting their tmpfs and the
 /// sessions tmpfs first, and leaves `sessions` an empty directory of the disk.
 pub(super) fn remove_all(sessions: &Path) -> Result<(), LaunchError> {
-    let prefix = format!("{}/", sessions.display());
     let mounts =
         std::fs::read_to_string("/proc/self/mountinfo").map_err(io_error(Path::new("/proc/self/mountinfo")))?;
-    let mut stale: Vec<&str> = mounts
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .filter(|point| point.starts_with(&prefix) || Path::new(point) == sessions)
-        .collect();
+    let mut stale = mounts_at_or_under(&mounts, sessions);
     stale.sort_by_key(|point| std::cmp::Reverse(point.len()));
     for point in stale {
         if let Err(errno) = umount2(point, MntFlags::MNT_DETACH) {
@@ -135,16 +139,10 @@ pub(super) fn remove_all(sessions: &Path) -> Result<(), LaunchError> {
 mod tests {
     use super::*;
 
-    fn on_tmpfs(path: &Path) -> bool {
-        nix::sys::statfs::statfs(path).unwrap().filesystem_type() == nix::sys::statfs::TMPFS_MAGIC
-    }
-
-    /// Mount points at or under `dir`.
-    fn mounts_at_or_under(dir: &Path) -> Vec<String> {
+    /// Mount points at or under `dir` now.
+    fn mounted_at_or_under(dir: &Path) -> Vec<String> {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let prefix = format!("{}/", dir.display());
-        let points = mounts.lines().filter_map(|line| line.split(' ').nth(4));
-        points.filter(|p| p.starts_with(&prefix) || Path::new(p) == dir).map(str::to_owned).collect()
+        mounts_at_or_under(&mounts, dir).into_iter().map(str::to_owned).collect()
     }
 
     /// Session directories go on a tmpfs of `<sessions>`' own, made with the first of them; `remove_all` takes
@@ -163,7 +161,7 @@ mod tests {
         if !below_is_tmpfs {
             expected.push(sessions.display().to_string());
         }
-        let mut mounted = mounts_at_or_under(&sessions);
+        let mut mounted = mounted_at_or_under(&sessions);
         mounted.sort();
         expected.sort();
         assert_eq!(mounted, expected, "one tmpfs for the sessions, one per run directory, nothing more");
@@ -172,7 +170,7 @@ mod tests {
         assert!(!sessions.join("ci-0-a").exists());
 
         remove_all(&sessions).unwrap();
-        assert_eq!(mounts_at_or_under(&sessions), Vec::<String>::new());
+        assert_eq!(mounted_at_or_under(&sessions), Vec::<String>::new());
         assert_eq!(std::fs::read_dir(&sessions).unwrap().count(), 0);
         assert_eq!(on_tmpfs(&sessions), below_is_tmpfs);
     }
