@@ -3,9 +3,10 @@
 //! libpython, imports what every kernel needs (`python/zygote.py`), freezes the heap for copy-on-write, and forks:
 //! each child raises the sandbox's walls (the same Rust code as the exec launcher) and becomes an ipykernel.
 //!
-//! - `python`: libpython through `dlopen`; `huge_pages`: the heap in huge pages before the first fork. The only
-//!   `unsafe`.
+//! - `python`: libpython through `dlopen`; `arenas`: pymalloc's arenas side by side while preloading; `huge_pages`:
+//!   the heap in huge pages before the first fork. The only `unsafe`.
 
+mod arenas;
 mod huge_pages;
 mod python;
 
@@ -80,6 +81,9 @@ fn run() -> Result<std::convert::Infallible, Error> {
     let host = forkserver::enter_root(&config.root).map_err(Error::Root)?;
     let python = Python::load(&config.libpython).map_err(Error::Python)?;
     python.initialize(&config.program).map_err(Error::Python)?;
+    if let Some(allocator) = arenas::allocator() {
+        python.set_arena_allocator(allocator);
+    }
     python.run("zygote", ZYGOTE_PY).map_err(Error::Python)?;
     let preload = serde_json::to_vec(&config.preload).map_err(Error::Config)?;
     python.run("preload", &call("preload", &preload)).map_err(Error::Python)?;
@@ -90,6 +94,7 @@ fn run() -> Result<std::convert::Infallible, Error> {
     // Python's fork protocol spread over the zygote's life: the locks a fork needs taken, once, as it runs no
     // Python again; each child's `PyOS_AfterFork_Child` gives them back in that child.
     python.before_forks();
+    arenas::seal();
     huge_pages::collapse_heap();
     forkserver::serve(host, &Kernel { python })
 }

@@ -7,6 +7,8 @@ use std::path::Path;
 
 use libloading::os::unix::{Library, Symbol, RTLD_GLOBAL, RTLD_NOW};
 
+use crate::arenas::ArenaAllocator;
+
 /// Loading or starting the interpreter failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PythonError {
@@ -40,6 +42,7 @@ pub struct Python {
     set_program_name: Symbol<unsafe extern "C" fn(*const libc::wchar_t) -> ()>,
     decode_locale: Symbol<unsafe extern "C" fn(*const c_char, *mut usize) -> *mut libc::wchar_t>,
     initialize_ex: Symbol<unsafe extern "C" fn(c_int)>,
+    set_arena_allocator: Symbol<unsafe extern "C" fn(*mut ArenaAllocator)>,
     /// Kept loaded for the life of the process (the symbols above point into it).
     _library: Library,
 }
@@ -63,6 +66,7 @@ impl Python {
                 set_program_name: lib.get(b"Py_SetProgramName\0").map_err(load_err)?,
                 decode_locale: lib.get(b"Py_DecodeLocale\0").map_err(load_err)?,
                 initialize_ex: lib.get(b"Py_InitializeEx\0").map_err(load_err)?,
+                set_arena_allocator: lib.get(b"PyObject_SetArenaAllocator\0").map_err(load_err)?,
                 _library: lib,
             })
         }
@@ -93,6 +97,13 @@ impl Python {
             0 => Ok(()),
             _ => Err(PythonError::Raised(what)),
         }
+    }
+
+    /// `PyObject_SetArenaAllocator`: pymalloc takes its arenas from `allocator` from now on (CPython copies it).
+    pub(crate) fn set_arena_allocator(&self, mut allocator: ArenaAllocator) {
+        // SAFETY: the interpreter is initialized and this (the only) thread holds the GIL; the allocator's functions
+        // hand out and take back whole arenas, as CPython's own do, and live as long as the process.
+        unsafe { (self.set_arena_allocator)(&mut allocator) }
     }
 
     /// `PyOS_BeforeFork`: takes the locks a fork must not find in another thread's hands (the import lock, the
