@@ -165,6 +165,12 @@ def rehearse(rounds=12):
     socket, thread, loop and context it makes is closed, joined or terminated before it returns, and it registers
     nothing anywhere. Only a warm-up: if it fails, kernels start without it."""
     try:
+        # IPython's start globs the profile's startup directory for "*.py" and "*.ipy" files: fnmatch compiles
+        # (and keeps) each pattern's regular expression at its first use.
+        import fnmatch
+
+        for pattern in ("*.py", "*.ipy"):
+            fnmatch.filter(("00-first.py", "00-first.ipy"), pattern)
         for round in range(rounds):
             with contextlib.ExitStack() as ends:
                 _rehearse_round(round, ends)
