@@ -61,6 +61,6 @@ mod sys;
 pub use error::Error;
 pub use forkserver::ForkServer;
 pub use helper::exec_main;
-pub use policy::{Bind, Limits, Policy, PolicyBuilder, PolicyError, Rlimits, TmpfsSizes};
+pub use policy::{Bind, Limits, OwnedDir, Policy, PolicyBuilder, PolicyError, Rlimits, TmpfsSizes};
 pub use spawn::{cleanup_stale, spawn, Sandbox};
 pub use status::Termination;

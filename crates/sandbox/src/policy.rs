@@ -29,6 +29,10 @@ pub struct Policy {
     pub argv: Vec<String>,
     /// Working directory of the payload, inside the sandbox.
     pub cwd: PathBuf,
+    /// Directories made on the sandbox's fresh `/tmp` or `/sandbox` for its user before the payload starts, parents
+    /// first (e.g. a program's config directories, which it would otherwise make at every start).
+    #[serde(default)]
+    pub owned_dirs: Vec<OwnedDir>,
     /// cgroup limits.
     pub limits: Limits,
     /// Per-process resource limits set on the payload before exec (absent in older policies: the defaults).
@@ -46,6 +50,15 @@ pub struct Bind {
     pub source: PathBuf,
     /// Absolute path inside the sandbox.
     pub target: PathBuf,
+}
+
+/// A directory made inside the sandbox, owned by its uid and gid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedDir {
+    /// Absolute path inside the sandbox, under `/tmp` or `/sandbox`; its parent exists or comes earlier in the list.
+    pub path: PathBuf,
+    /// Permission bits (at most `0o777`).
+    pub mode: u32,
 }
 
 /// Sizes in bytes of the sandbox's tmpfs mounts.
@@ -132,6 +145,9 @@ pub enum PolicyError {
     /// A bind would cover the sandbox's own mounts.
     #[error("bind target {0:?} would cover a mount the sandbox needs")]
     ReservedTarget(PathBuf),
+    /// An owned directory is not strictly under `/tmp` or `/sandbox`, or its mode has more than permission bits.
+    #[error("owned directory {0:?} (mode {1:o}) must be under /tmp or /sandbox, with a mode of at most 777")]
+    OwnedDir(PathBuf, u32),
     /// Environment keys must be usable by execve.
     #[error("invalid environment variable {0:?}")]
     Env(String),
@@ -159,6 +175,7 @@ impl Policy {
                 env: BTreeMap::new(),
                 argv: Vec::new(),
                 cwd: PathBuf::from("/sandbox"),
+                owned_dirs: Vec::new(),
                 limits: Limits::default(),
                 rlimits: Rlimits::default(),
                 cgroup_parent: "sandbox".into(),
@@ -195,6 +212,14 @@ impl Policy {
                 || bind.target.starts_with("/proc")
             {
                 return Err(PolicyError::ReservedTarget(bind.target.clone()));
+            }
+        }
+        for dir in &self.owned_dirs {
+            check_path("owned dir", &dir.path)?;
+            let on_fresh_tmpfs =
+                ["/tmp", "/sandbox"].iter().any(|t| dir.path.starts_with(t) && dir.path != Path::new(t));
+            if !on_fresh_tmpfs || dir.mode > 0o777 {
+                return Err(PolicyError::OwnedDir(dir.path.clone(), dir.mode));
             }
         }
         for (k, v) in &self.env {
@@ -305,6 +330,12 @@ impl PolicyBuilder {
         self
     }
 
+    /// A directory made for the payload's user, with permission bits `mode` (see [`Policy::owned_dirs`]).
+    pub fn owned_dir(mut self, path: impl Into<PathBuf>, mode: u32) -> Self {
+        self.policy.owned_dirs.push(OwnedDir { path: path.into(), mode });
+        self
+    }
+
     /// Memory limit in bytes.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.policy.limits.memory_bytes = bytes;
@@ -371,13 +402,15 @@ mod tests {
     /// A policy survives the JSON trip to the helper unchanged.
     #[test]
     fn serde_round_trip() {
-        let policy = valid().ro_bind("/opt/py", "/opt/py").build().unwrap();
+        let policy = valid().ro_bind("/opt/py", "/opt/py").owned_dir("/tmp/.cfg", 0o700).build().unwrap();
         let json = serde_json::to_string(&policy).unwrap();
         assert_eq!(serde_json::from_str::<Policy>(&json).unwrap(), policy);
         // A policy written before rlimits existed still parses, with the defaults.
         let mut old = serde_json::to_value(&policy).unwrap();
         old.as_object_mut().unwrap().remove("rlimits");
-        assert_eq!(serde_json::from_value::<Policy>(old).unwrap().rlimits, Rlimits::default());
+        old.as_object_mut().unwrap().remove("owned_dirs");
+        let old = serde_json::from_value::<Policy>(old).unwrap();
+        assert_eq!((old.rlimits, old.owned_dirs), (Rlimits::default(), vec![]));
     }
 
     /// Root identities, relative argv and bad names are refused before anything runs.
@@ -394,6 +427,13 @@ mod tests {
         assert!(matches!(valid().env("A=B", "c").build(), Err(PolicyError::Env(_))));
         assert_eq!(valid().memory_limit(0).build(), Err(PolicyError::ZeroLimit("memory_bytes")));
         assert_eq!(valid().open_files_limit(0).build(), Err(PolicyError::ZeroLimit("rlimits.open_files")));
+        // Owned directories only on the sandbox's own fresh tmpfs mounts, below them, with permission bits only.
+        for (path, mode) in [("/tmp", 0o755), ("/sandbox", 0o755), ("/etc/x", 0o755), ("/run/kernel/x", 0o700)] {
+            assert_eq!(valid().owned_dir(path, mode).build(), Err(PolicyError::OwnedDir(path.into(), mode)));
+        }
+        assert_eq!(valid().owned_dir("/tmp/x", 0o4755).build(), Err(PolicyError::OwnedDir("/tmp/x".into(), 0o4755)));
+        assert!(matches!(valid().owned_dir("/tmp/../etc", 0o755).build(), Err(PolicyError::Path { .. })));
+        assert!(valid().owned_dir("/tmp/.cfg", 0o700).owned_dir("/sandbox/a", 0o755).build().is_ok());
     }
 
     /// Binds below /tmp-like names but outside reserved paths are fine (e.g. /run/kernel, /opt/venv).

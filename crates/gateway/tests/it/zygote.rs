@@ -21,7 +21,9 @@ const SELF_PORTRAIT: &str = "import os, sys, json\n\
     get_ipython().kernel.log.isEnabledFor(10), get_ipython().kernel.log.isEnabledFor(30)], \
     'kernel_modules': [any(p in f for f in get_ipython().kernel._kernel_modules) for p in ('/ipykernel/', '/numpy/')], \
     'home': sorted((os.path.relpath(d, '/sandbox'), \
-    oct(os.stat(d).st_mode), sorted(f)) for d, _, f in os.walk('/sandbox')), 'shell': shell_portrait(get_ipython())}, sort_keys=True))";
+    oct(os.stat(d).st_mode), sorted(f)) for d, _, f in os.walk('/sandbox')), 'shell': shell_portrait(get_ipython()), \
+    'ipython_dir': sorted([os.path.relpath(d, '/tmp/.ipython'), oct(os.stat(d).st_mode), \
+    os.stat(d).st_uid == os.getuid(), sorted(f)] for d, _, f in os.walk('/tmp/.ipython'))}, sort_keys=True))";
 
 /// Whether a forked child of the kernel shows in its `/proc` (mounted with `hidepid=2`).
 const FORK_VISIBLE: &str = "def fork_visible():\n    \
@@ -85,6 +87,16 @@ async fn both_launchers_give_the_same_kernel() {
     let threads = serde_json::json!(["(_watch_pipe_fd)", "(_watch_pipe_fd)", "Control", "IOPub", "MainThread"]);
     assert_eq!(zygote["threads"], threads, "the kernel's Python threads");
     assert_eq!(zygote["shell"]["dh"], serde_json::json!(["/sandbox"]), "the shell took the zygote's cwd");
+    // IPython's profile, made by the sandbox for the kernel's user, with the modes IPython wants.
+    let ipython_dir = serde_json::json!([
+        [".", "0o40755", true, []],
+        ["profile_default", "0o40755", true, []],
+        ["profile_default/log", "0o40755", true, []],
+        ["profile_default/pid", "0o40700", true, []],
+        ["profile_default/security", "0o40700", true, []],
+        ["profile_default/startup", "0o40755", true, []],
+    ]);
+    assert_eq!(zygote["ipython_dir"], ipython_dir);
     let keeps = serde_json::json!(["IPython.core.shellapp", "ipykernel"]);
     assert_eq!(zygote["shell"]["reset_keeps"], keeps, "the modules the shell had when it started");
     // The shell was made before the fork: what it took from its process is the kernel's, not the zygote's.

@@ -34,6 +34,13 @@ fn apply_one(step: &Step) -> io::Result<()> {
             mount(Some("tmpfs"), target, Some("tmpfs"), *flags, Some(options.as_str()))?;
         }
         Step::Mkdir { path } => std::fs::create_dir_all(path)?,
+        Step::OwnedDir { path, mode, uid, gid } => {
+            // The parent is on a tmpfs made for this sandbox moments ago: nothing of its user's ran here yet.
+            std::fs::create_dir(path)?;
+            std::os::unix::fs::chown(path, Some(*uid), Some(*gid))?;
+            // After the chown (which may clear set-id bits) and whatever the umask took from create_dir's mode.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))?;
+        }
         Step::Bind { source, target, flags } => {
             make_mount_point(source, target)?;
             mount(Some(source), target, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;

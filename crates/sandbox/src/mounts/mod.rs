@@ -21,6 +21,8 @@ pub(crate) enum Step {
     Tmpfs { target: PathBuf, options: String, flags: MsFlags },
     /// Create a directory.
     Mkdir { path: PathBuf },
+    /// Create a directory (its parent exists) with permission bits `mode`, owned by `uid` and `gid`.
+    OwnedDir { path: PathBuf, mode: u32, uid: u32, gid: u32 },
     /// Bind `source` at `target` (creating the mount point), then remount with `flags` (e.g. read-only).
     Bind { source: PathBuf, target: PathBuf, flags: MsFlags },
     /// Create a symlink `link` pointing at `to`.
@@ -43,6 +45,9 @@ impl fmt::Display for Step {
             Step::MakePrivate => write!(f, "making / private (recursively)"),
             Step::Tmpfs { target, options, .. } => write!(f, "mounting tmpfs ({options}) at {}", target.display()),
             Step::Mkdir { path } => write!(f, "creating directory {}", path.display()),
+            Step::OwnedDir { path, mode, uid, gid } => {
+                write!(f, "creating directory {} (mode {mode:o}, owner {uid}:{gid})", path.display())
+            }
             Step::Bind { source, target, flags } => {
                 write!(f, "bind-mounting {} at {} ({flags:?})", source.display(), target.display())
             }

@@ -100,6 +100,9 @@ pub(crate) fn plan(policy: &Policy, host: &HostFacts) -> Vec<Step> {
     ] {
         steps.push(Step::Tmpfs { target: inside(target), options, flags: rw });
     }
+    for dir in &policy.owned_dirs {
+        steps.push(Step::OwnedDir { path: inside_path(&dir.path), mode: dir.mode, uid, gid });
+    }
     for bind in &policy.ro_binds {
         steps.push(Step::Bind { source: bind.source.clone(), target: inside_path(&bind.target), flags: ro });
     }
@@ -143,6 +146,8 @@ mod tests {
             .argv(["/usr/bin/python3"])
             .ro_bind("/opt/py", "/opt/py")
             .rw_bind("/var/sessions/sbx-7", "/run/kernel")
+            .owned_dir("/tmp/.cfg", 0o755)
+            .owned_dir("/tmp/.cfg/secret", 0o700)
             .build()
             .unwrap()
     }
@@ -174,6 +179,21 @@ mod tests {
             steps.last(),
             Some(&Step::RemountReadOnly { target: "/".into(), flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV })
         );
+        // Owned directories on their tmpfs, in the policy's order (parents first), for the payload's user.
+        let cfg = position(&steps, |s| matches!(s, Step::OwnedDir { path, .. } if path.ends_with("tmp/.cfg")));
+        assert_eq!(
+            steps[cfg..cfg + 2],
+            [
+                Step::OwnedDir { path: "/run/roots/sbx-7/tmp/.cfg".into(), mode: 0o755, uid: 20_001, gid: 20_002 },
+                Step::OwnedDir {
+                    path: "/run/roots/sbx-7/tmp/.cfg/secret".into(),
+                    mode: 0o700,
+                    uid: 20_001,
+                    gid: 20_002
+                },
+            ]
+        );
+        assert!(tmp < cfg && cfg < pivot);
         let dev = position(&steps, |s| matches!(s, Step::Tmpfs { target, .. } if target.ends_with("dev")));
         let shm = position(&steps, |s| matches!(s, Step::Tmpfs { target, .. } if target.ends_with("dev/shm")));
         assert!(dev < shm, "/dev/shm must be mounted on the /dev tmpfs, not under it");
