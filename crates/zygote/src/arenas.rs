@@ -1,9 +1,11 @@
 //! pymalloc's arenas side by side while the zygote preloads: CPython's object allocator takes its memory in 1 MiB
 //! arenas, each its own `mmap` by default. Mapped one by one between everything else the imports map, few of them
 //! share a whole aligned 2 MiB range with a neighbour, so `huge_pages` cannot move most of them into huge pages and
-//! every fork copies one page-table entry per 4 KiB of them. Here they are carved one after another out of
-//! one 2 MiB-aligned region instead; before the first fork the region's unused tail is given back ([`seal`]), so the
-//! kernels' own new arenas are plain `mmap`s again (and their address space holds no reserve).
+//! every fork copies one page-table entry per 4 KiB of them. Here they are carved one after another out of one
+//! 2 MiB-aligned region instead, and an arena pymalloc gives back stays in the region (its memory returned with
+//! `MADV_DONTNEED`, the arena kept for the next request) rather than punching a hole into it. Before the first fork
+//! the region's unused tail is given back ([`seal`]): the kernels' own new arenas are plain `mmap`s again (their
+//! address space holds no reserve), except those they take back from the region's list of given-back ones.
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
@@ -15,10 +17,16 @@ const RESERVE: usize = 512 << 20;
 /// The alignment of the region: a huge page.
 const ALIGN: usize = 2 << 20;
 
-/// The next free byte of the region and its end (both 0 while there is none). CPython calls the allocator with its
-/// GIL held, so there is never more than one caller; atomics only make the statics safe to touch.
+/// The region: `[START, LIMIT)` is mapped, `[NEXT, BUMP_END)` not handed out yet, `FREE` the first of the arenas
+/// given back (each holds the address of the next in its first word; 0 ends the list), all `ARENA` bytes long (the
+/// size of the first arena asked for: pymalloc's are all one size). All 0 while there is no region. CPython calls
+/// the allocator with its GIL held, so there is never more than one caller; atomics only make the statics safe.
+static START: AtomicUsize = AtomicUsize::new(0);
+static LIMIT: AtomicUsize = AtomicUsize::new(0);
 static NEXT: AtomicUsize = AtomicUsize::new(0);
-static END: AtomicUsize = AtomicUsize::new(0);
+static BUMP_END: AtomicUsize = AtomicUsize::new(0);
+static FREE: AtomicUsize = AtomicUsize::new(0);
+static ARENA: AtomicUsize = AtomicUsize::new(0);
 
 /// CPython's `PyObjectArenaAllocator` (`Include/cpython/objimpl.h`): the functions pymalloc gets and returns its
 /// arenas with.
@@ -32,73 +40,82 @@ pub(crate) struct ArenaAllocator {
 /// Reserves the region and returns the allocator to hand to `PyObject_SetArenaAllocator`; `None` if the region
 /// could not be mapped (arenas are then plain `mmap`s, as without this).
 pub(crate) fn allocator() -> Option<ArenaAllocator> {
-    // SAFETY: a fresh private anonymous mapping, nowhere near memory Rust knows of.
-    let start = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            RESERVE + ALIGN,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if start == libc::MAP_FAILED {
-        return None;
-    }
-    let (start, end) = (start as usize, start as usize + RESERVE + ALIGN);
+    let start = map(RESERVE + ALIGN, libc::MAP_NORESERVE)?;
     let aligned = start.next_multiple_of(ALIGN);
     // The slack before the aligned start and after the reserve's end goes back at once.
     unmap(start, aligned - start);
-    unmap(aligned + RESERVE, end - (aligned + RESERVE));
+    unmap(aligned + RESERVE, start + RESERVE + ALIGN - (aligned + RESERVE));
+    START.store(aligned, Ordering::Relaxed);
+    LIMIT.store(aligned + RESERVE, Ordering::Relaxed);
     NEXT.store(aligned, Ordering::Relaxed);
-    END.store(aligned + RESERVE, Ordering::Relaxed);
+    BUMP_END.store(aligned + RESERVE, Ordering::Relaxed);
     Some(ArenaAllocator { ctx: ptr::null_mut(), alloc: alloc_arena, free: free_arena })
 }
 
-/// Gives back the region's unused tail (rounded up to a huge page, so the last one can still be collapsed) and
-/// makes every later arena a plain `mmap`. Returns the bytes of arenas taken from the region.
+/// Gives back the region's unused tail (from the next huge-page boundary on, so the last one can still be
+/// collapsed) and hands out no more fresh arenas from it. Returns the bytes of the region in arenas.
 pub(crate) fn seal() -> usize {
-    let (next, end) = (NEXT.load(Ordering::Relaxed), END.load(Ordering::Relaxed));
-    if end == 0 {
-        return 0;
-    }
-    let keep = next.next_multiple_of(ALIGN).min(end);
-    unmap(keep, end - keep);
-    NEXT.store(0, Ordering::Relaxed);
-    END.store(0, Ordering::Relaxed);
-    // What the region handed out: from its aligned start to `next`.
-    next - (end - RESERVE)
+    let (start, next, limit) =
+        (START.load(Ordering::Relaxed), NEXT.load(Ordering::Relaxed), LIMIT.load(Ordering::Relaxed));
+    let keep = next.next_multiple_of(ALIGN).min(limit);
+    unmap(keep, limit - keep);
+    LIMIT.store(keep, Ordering::Relaxed);
+    BUMP_END.store(next, Ordering::Relaxed);
+    next - start
 }
 
 unsafe extern "C" fn alloc_arena(_ctx: *mut c_void, size: usize) -> *mut c_void {
-    let (next, end) = (NEXT.load(Ordering::Relaxed), END.load(Ordering::Relaxed));
-    if size % 4096 == 0 && end - next >= size && next != 0 {
-        NEXT.store(next + size, Ordering::Relaxed);
-        return next as *mut c_void;
+    if ARENA.load(Ordering::Relaxed) == 0 {
+        ARENA.store(size, Ordering::Relaxed);
     }
-    // SAFETY: as CPython's own arena allocator does: a fresh private anonymous mapping.
-    let arena = unsafe {
+    if size == ARENA.load(Ordering::Relaxed) {
+        let free = FREE.load(Ordering::Relaxed);
+        if free != 0 {
+            // SAFETY: a given-back arena of the region, whose first word `free_arena` wrote.
+            FREE.store(unsafe { (free as *const usize).read() }, Ordering::Relaxed);
+            return free as *mut c_void;
+        }
+        let (next, end) = (NEXT.load(Ordering::Relaxed), BUMP_END.load(Ordering::Relaxed));
+        if end - next >= size && size % 4096 == 0 {
+            NEXT.store(next + size, Ordering::Relaxed);
+            return next as *mut c_void;
+        }
+    }
+    map(size, 0).map_or(ptr::null_mut(), |at| at as *mut c_void)
+}
+
+/// An arena of the region goes on its list of given-back arenas, its memory returned; any other is unmapped, as
+/// CPython's own allocator does.
+unsafe extern "C" fn free_arena(_ctx: *mut c_void, arena: *mut c_void, size: usize) {
+    let at = arena as usize;
+    let in_region = (START.load(Ordering::Relaxed)..LIMIT.load(Ordering::Relaxed)).contains(&at);
+    if !in_region || size != ARENA.load(Ordering::Relaxed) {
+        unmap(at, size);
+        return;
+    }
+    // SAFETY: the arena is pymalloc's no more; its pages read as zeros after MADV_DONTNEED, and its first word
+    // (one page written again) links it into the list.
+    unsafe {
+        libc::madvise(arena, size, libc::MADV_DONTNEED);
+        (arena as *mut usize).write(FREE.load(Ordering::Relaxed));
+    }
+    FREE.store(at, Ordering::Relaxed);
+}
+
+/// A fresh private anonymous read-write mapping of `len` bytes (with extra `flags`), or `None`.
+fn map(len: usize, flags: libc::c_int) -> Option<usize> {
+    // SAFETY: a new mapping, nowhere near memory Rust knows of.
+    let at = unsafe {
         libc::mmap(
             ptr::null_mut(),
-            size,
+            len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
             -1,
             0,
         )
     };
-    if arena == libc::MAP_FAILED {
-        ptr::null_mut()
-    } else {
-        arena
-    }
-}
-
-/// An arena from the region or from `mmap` alike: unmapping it gives its memory back (inside the region, that
-/// leaves a hole, which is never handed out again).
-unsafe extern "C" fn free_arena(_ctx: *mut c_void, arena: *mut c_void, size: usize) {
-    unmap(arena as usize, size);
+    (at != libc::MAP_FAILED).then_some(at as usize)
 }
 
 fn unmap(at: usize, len: usize) {
@@ -112,31 +129,37 @@ fn unmap(at: usize, len: usize) {
 mod tests {
     use super::*;
 
-    /// Arenas come one after another out of the aligned region until it is sealed, then from `mmap`; every one can
-    /// be written and given back.
+    /// Arenas come one after another out of the aligned region; one given back is handed out again, in its place
+    /// and zeroed; after sealing, fresh ones come from `mmap`; every one can be written and given back.
     #[test]
-    fn arenas_are_contiguous_until_sealed() {
+    fn arenas_stay_side_by_side() {
         let allocator = allocator().expect("reserving the region");
         let arena = 1 << 20;
-        // SAFETY: the allocator's own functions, called as CPython would (one caller at a time).
-        let (first, second) =
-            unsafe { ((allocator.alloc)(ptr::null_mut(), arena), (allocator.alloc)(ptr::null_mut(), arena)) };
-        assert!(!first.is_null() && !second.is_null());
-        assert_eq!(first as usize % ALIGN, 0, "the region starts on a huge page");
-        assert_eq!(second as usize, first as usize + arena, "side by side");
-        assert_eq!(seal(), 2 * arena);
-        // SAFETY: as above; each arena is written within its size, then given back once.
-        unsafe {
-            let third = (allocator.alloc)(ptr::null_mut(), arena);
-            assert!(!third.is_null());
-            assert!(
-                (third as usize) < first as usize || third as usize >= first as usize + ALIGN,
-                "not from the region"
-            );
-            for at in [first, second, third] {
-                std::ptr::write_bytes(at as *mut u8, 7, arena);
-                (allocator.free)(ptr::null_mut(), at, arena);
-            }
+        let alloc = || {
+            // SAFETY: the allocator's own function, called as CPython would (one caller at a time).
+            let at = unsafe { (allocator.alloc)(ptr::null_mut(), arena) };
+            assert!(!at.is_null());
+            at as usize
+        };
+        // SAFETY (both): as `alloc`; each arena is written within its size, and given back once.
+        let fill = |at: usize| unsafe { ptr::write_bytes(at as *mut u8, 7, arena) };
+        let give_back = |at: usize| unsafe { (allocator.free)(ptr::null_mut(), at as *mut c_void, arena) };
+        let (first, second, third) = (alloc(), alloc(), alloc());
+        assert_eq!(first % ALIGN, 0, "the region starts on a huge page");
+        assert_eq!((second, third), (first + arena, first + 2 * arena), "side by side");
+        [first, second, third].into_iter().for_each(fill);
+        give_back(second);
+        assert_eq!(alloc(), second, "a given-back arena is the next one handed out");
+        // SAFETY: `second` is mapped and was handed out again: its bytes (after the list's link) read as zeros.
+        assert_eq!(unsafe { ((second + 4096) as *const u8).read() }, 0, "its old contents are gone");
+        assert_eq!(seal(), 3 * arena);
+        let fresh = alloc();
+        assert!(!(first..first + 2 * ALIGN).contains(&fresh), "after sealing, not from the region");
+        give_back(third);
+        assert_eq!(alloc(), third, "given-back arenas are still taken again after sealing");
+        for at in [first, second, third, fresh] {
+            fill(at);
+            give_back(at);
         }
     }
 }
