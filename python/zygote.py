@@ -65,7 +65,7 @@ PRELOAD = (
 
 def preload(config_bytes):
     # No collection while importing: it would leave holes in pages that the kernels' first allocations would
-    # then fill, copying those pages; and gc.freeze() below keeps later collections off the imported objects.
+    # then fill, copying those pages; and `freeze` keeps later collections off the imported objects.
     gc.disable()
     config = json.loads(config_bytes)
     if sys.prefix != config["prefix"]:
@@ -91,7 +91,11 @@ def preload(config_bytes):
     prepare_shell()
     rehearse()
     _module_names.update(sys.modules)
-    # Everything imported so far lives for good: keep the collector off those pages, so they stay shared.
+
+
+def freeze():
+    """Everything preloaded lives for good: keeps the collector off those pages, so they stay shared. (The zygote
+    calls it after `preload`, once it has made those objects immortal where CPython has such objects.)"""
     gc.freeze()
 
 

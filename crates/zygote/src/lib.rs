@@ -3,11 +3,13 @@
 //! libpython, imports what every kernel needs (`python/zygote.py`), freezes the heap for copy-on-write, and forks:
 //! each child raises the sandbox's walls (the same Rust code as the exec launcher) and becomes an ipykernel.
 //!
-//! - `python`: libpython through `dlopen`; `arenas`: pymalloc's arenas side by side while preloading; `huge_pages`:
-//!   the heap in huge pages before the first fork. The only `unsafe`.
+//! - `python`: libpython through `dlopen`; `arenas`: pymalloc's arenas side by side while preloading; `immortal`:
+//!   the preloaded objects made immortal (3.12+); `huge_pages`: the heap in huge pages before the first fork. The
+//!   only `unsafe`.
 
 mod arenas;
 mod huge_pages;
+mod immortal;
 mod python;
 
 use std::io::Write;
@@ -87,6 +89,8 @@ fn run() -> Result<std::convert::Infallible, Error> {
     python.run("zygote", ZYGOTE_PY).map_err(Error::Python)?;
     let preload = serde_json::to_vec(&config.preload).map_err(Error::Config)?;
     python.run("preload", &call("preload", &preload)).map_err(Error::Python)?;
+    immortal::apply(python.library()).map_err(Error::Python)?;
+    python.run("freeze", "freeze()").map_err(Error::Python)?;
     let threads = wait_for_one_thread();
     if threads != 1 {
         return Err(Error::Threads(threads));

@@ -44,7 +44,7 @@ pub struct Python {
     initialize_ex: Symbol<unsafe extern "C" fn(c_int)>,
     set_arena_allocator: Symbol<unsafe extern "C" fn(*mut ArenaAllocator)>,
     /// Kept loaded for the life of the process (the symbols above point into it).
-    _library: Library,
+    library: Library,
 }
 
 impl Python {
@@ -67,7 +67,7 @@ impl Python {
                 decode_locale: lib.get(b"Py_DecodeLocale\0").map_err(load_err)?,
                 initialize_ex: lib.get(b"Py_InitializeEx\0").map_err(load_err)?,
                 set_arena_allocator: lib.get(b"PyObject_SetArenaAllocator\0").map_err(load_err)?,
-                _library: lib,
+                library: lib,
             })
         }
     }
@@ -97,6 +97,11 @@ impl Python {
             0 => Ok(()),
             _ => Err(PythonError::Raised(what)),
         }
+    }
+
+    /// The loaded library, for the C API calls of `immortal`.
+    pub(crate) fn library(&self) -> &Library {
+        &self.library
     }
 
     /// `PyObject_SetArenaAllocator`: pymalloc takes its arenas from `allocator` from now on (CPython copies it).

@@ -150,6 +150,21 @@ async fn zygote_kernels_share_nothing_mutable() {
     }
 }
 
+/// On CPython 3.12+ the zygote's preloaded objects are immortal in its kernels (their reference counts are never
+/// written, so their pages are not copied), while what a kernel makes stays mortal and is freed; on 3.11 there is no
+/// such thing and nothing changes.
+#[tokio::test]
+async fn zygote_preloaded_objects_are_immortal_from_3_12() {
+    let api = shared().client();
+    let code = "import sys, weakref, numpy\nclass Mine: pass\nmine = Mine()\ngone = []\n\
+                weakref.finalize(mine, gone.append, 1)\ndel mine\n\
+                print(sys.version_info >= (3, 12), sys.getrefcount(numpy.linspace) >= 2**32 - 1, gone)";
+    let printed = api.run_ok(&user("immortal"), code).await;
+    let fields: Vec<&str> = printed.split_whitespace().collect();
+    assert_eq!(fields[1], fields[0], "preloaded objects immortal exactly on 3.12+: {printed}");
+    assert_eq!(fields[2], "[1]", "a kernel's own object is freed when its last reference goes: {printed}");
+}
+
 /// Host pid of the server's zygote (a child of the server whose command line says `__zygote`).
 fn zygote_pid(server_pid: u32) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
