@@ -22,8 +22,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The Python virtualenv the kernels run from; created on first start. Default: `<data_dir>/kernel-env`.
     pub kernel_env: Option<PathBuf>,
-    /// The interpreter the kernel environment is created from.
-    pub python: PathBuf,
+    /// The interpreter the kernel environment is created from; `None`: the newest supported CPython found
+    /// (`kernel_env::installed_pythons`).
+    pub python: Option<PathBuf>,
     /// Warm sandboxes kept ready for new users.
     pub warm_sandboxes: usize,
     /// Most sandboxes alive at once (warm, bound to a user, or starting); beyond it `/execute` answers 503.
@@ -80,7 +81,7 @@ impl Default for Config {
             metrics_listen: None,
             data_dir: default_data_dir(),
             kernel_env: None,
-            python: PathBuf::from("python3"),
+            python: None,
             warm_sandboxes: 5,
             max_sandboxes: 30,
             execution_timeout_secs: 10.0,
@@ -260,7 +261,8 @@ pub struct Settings {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_env: Option<PathBuf>,
-    /// Python used to create the kernel environment [default: python3]
+    /// Python used to create the kernel environment [default: the newest CPython 3.11 to 3.13 found: python3.X or
+    /// python3 on PATH, or in pyenv's versions]
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python: Option<PathBuf>,

@@ -46,7 +46,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Setup => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let env = runtime.block_on(kernel_env::ensure(&config.kernel_env_dir(), &config.python))?;
+            let env = runtime.block_on(kernel_env::ensure(&config.kernel_env_dir(), config.python.as_deref()))?;
             eprintln!("kernel environment ready at {}", env.root.display());
             Ok(())
         }
@@ -60,7 +60,7 @@ fn serve(config: Config, stop_on_stdin_eof: bool) -> anyhow::Result<()> {
     let served = runtime.block_on(async {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-        let env = kernel_env::ensure(&config.kernel_env_dir(), &config.python).await?;
+        let env = kernel_env::ensure(&config.kernel_env_dir(), config.python.as_deref()).await?;
         let (token, source) = token::load_or_create(&config.data_dir)?;
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;

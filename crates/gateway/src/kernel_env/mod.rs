@@ -17,6 +17,7 @@ mod install;
 mod lock;
 mod marker;
 mod probe;
+mod pythons;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -24,6 +25,7 @@ use std::process::ExitStatus;
 use install::build;
 use lock::lock_exclusive;
 use marker::{inputs_hash, EnvMeta};
+pub use pythons::{installed_pythons, NEWEST_TESTED};
 
 /// Exact package pins, transitive dependencies included.
 const REQUIREMENTS: &str = include_str!("../../../../python/requirements.txt");
@@ -225,9 +227,10 @@ pub fn existing(root: &Path) -> Option<KernelEnv> {
 /// then reuses. Progress: step lines like "[1/4] creating virtualenv at ..." then pip's own output streamed to the
 /// terminal (stderr), then "kernel environment ready in 63 s".
 ///
-/// `python` is the interpreter to build from (`python3` looks it up on `PATH`). An existing environment is reused
-/// whichever interpreter it was built from, as long as that interpreter is still installed.
-pub async fn ensure(root: &Path, python: &Path) -> Result<KernelEnv, EnvError> {
+/// `python` is the interpreter to build from (`python3` looks it up on `PATH`); `None` picks the newest CPython
+/// found that can ([`installed_pythons`]). An existing environment is reused whichever interpreter it was built
+/// from, as long as that interpreter is still installed.
+pub async fn ensure(root: &Path, python: Option<&Path>) -> Result<KernelEnv, EnvError> {
     let root = std::path::absolute(root).map_err(io_err(root))?;
     if let Some(env) = existing(&root) {
         return Ok(env);
@@ -240,7 +243,21 @@ pub async fn ensure(root: &Path, python: &Path) -> Result<KernelEnv, EnvError> {
     if let Some(env) = existing(&root) {
         return Ok(env);
     }
-    build(&root, python).await
+    match python {
+        Some(python) => build(&root, python).await,
+        None => {
+            let python = pythons::default_python().await;
+            eprintln!(
+                "no --python given: {} is the newest CPython {}.{} to {}.{} here that can make it",
+                python.display(),
+                MIN_PYTHON.0,
+                MIN_PYTHON.1,
+                NEWEST_TESTED.0,
+                NEWEST_TESTED.1
+            );
+            build(&root, &python).await
+        }
+    }
 }
 
 /// `<root>.<suffix>` next to `root`.
@@ -331,7 +348,7 @@ mod tests {
     async fn ensure_reuses_a_complete_env_without_running_python() {
         let dir = tempfile::tempdir().unwrap();
         let root = fake_env(dir.path(), &meta_for(dir.path()));
-        let env = ensure(&root, Path::new("/nonexistent/python3")).await.unwrap();
+        let env = ensure(&root, Some(Path::new("/nonexistent/python3"))).await.unwrap();
         assert_eq!(env.root, root);
     }
 
@@ -340,7 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("env");
         let python = dir.path().join("no-such-python3");
-        let err = ensure(&root, &python).await.unwrap_err();
+        let err = ensure(&root, Some(&python)).await.unwrap_err();
         assert!(matches!(&err, EnvError::PythonMissing { python: p } if *p == python), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("no-such-python3 not found"), "{msg}");
@@ -355,7 +372,7 @@ mod tests {
         let fake = dir.path().join("python3");
         std::fs::write(&fake, "#!/bin/sh\necho 'I am not python' >&2\nexit 3\n").unwrap();
         std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let err = ensure(&dir.path().join("env"), &fake).await.unwrap_err();
+        let err = ensure(&dir.path().join("env"), Some(&fake)).await.unwrap_err();
         assert!(matches!(err, EnvError::PythonBroken { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("I am not python"), "{msg}");

@@ -13,11 +13,12 @@ pub(crate) const TOKEN: &str = "test-token-0123456789";
 /// The kernel environment shared by all test servers: the default one, created once if missing.
 pub(crate) fn kernel_env() -> PathBuf {
     static ENV: OnceLock<PathBuf> = OnceLock::new();
-    ENV.get_or_init(|| kernel_env_named("kernel-env", Path::new("python3"))).clone()
+    ENV.get_or_init(|| kernel_env_named("kernel-env", None)).clone()
 }
 
-/// The kernel environment `name` under the default data directory, made from `python` if missing.
-pub(crate) fn kernel_env_named(name: &str, python: &Path) -> PathBuf {
+/// The kernel environment `name` under the default data directory, made from `python` (or the newest CPython
+/// found) if missing.
+pub(crate) fn kernel_env_named(name: &str, python: Option<&Path>) -> PathBuf {
     let root = gateway::config::default_data_dir().join(name);
     let ensure = gateway::kernel_env::ensure(&root, python);
     block_on_own_thread(ensure).unwrap_or_else(|e| panic!("creating the kernel environment {name}: {e:?}"));

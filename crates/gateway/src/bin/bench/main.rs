@@ -159,7 +159,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: &Args, sel: &Sections, p: &Params) -> anyhow::Result<()> {
     let started = Instant::now();
     let root = args.kernel_env.clone().unwrap_or_else(|| gateway::config::default_data_dir().join("kernel-env"));
-    let env = gateway::kernel_env::ensure(&root, Path::new("python3")).await.context("kernel environment")?;
+    let env = gateway::kernel_env::ensure(&root, None).await.context("kernel environment")?;
     let mut report = Report::new();
     report.put("run", "mode", json!(if args.quick { "quick" } else { "full" }));
     report.put("run", "params", p.to_json());
