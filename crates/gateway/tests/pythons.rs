@@ -15,18 +15,12 @@ use std::path::PathBuf;
 
 use util::{user, TestServer, TOKEN};
 
-/// The supported CPythons found here, by version (`"3.12"`), without the default kernel environment's.
-fn other_pythons() -> BTreeMap<String, PathBuf> {
-    let default_env = util::kernel_env();
-    let default = std::process::Command::new(default_env.join("bin/python"))
-        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .expect("the default kernel environment's python runs");
+/// The supported CPythons found here, by `(major, minor)`, without the default kernel environment's.
+fn other_pythons() -> BTreeMap<(u32, u32), PathBuf> {
+    let default = gateway::kernel_env::existing(&util::kernel_env()).expect("the default kernel environment");
     gateway::kernel_env::installed_pythons()
         .into_iter()
-        .map(|((major, minor), python)| (format!("{major}.{minor}"), python))
-        .filter(|(version, _)| *version != default)
+        .filter(|((major, minor), _)| !default.python_version.starts_with(&format!("{major}.{minor}.")))
         .collect()
 }
 
@@ -45,7 +39,8 @@ async fn kernels_run_on_every_other_cpython_here() {
                 plt.plot([1, 2]); plt.show()\n\
                 immortal = sys.getrefcount(numpy.linspace) >= 2**32 - 1\n\
                 print('%d.%d' % sys.version_info[:2], 'xml.dom.minidom' in sys.modules, immortal, random.random())";
-    for (version, python) in pythons {
+    for ((major, minor), python) in pythons {
+        let version = format!("{major}.{minor}");
         let env = util::kernel_env_named(&format!("kernel-env-{version}"), Some(&python));
         for launcher in ["zygote", "exec"] {
             let data_dir = tempfile::Builder::new().prefix("ci-test-").tempdir().unwrap();
@@ -60,7 +55,6 @@ async fn kernels_run_on_every_other_cpython_here() {
                 let fields: Vec<&str> = printed.split_whitespace().collect();
                 assert_eq!(fields[..2], [version.as_str(), "True"], "{version} {launcher}: {printed}");
                 // The zygote makes its preloaded objects immortal where CPython has such objects (3.12+).
-                let minor: u32 = version.split('.').nth(1).and_then(|m| m.parse().ok()).unwrap();
                 let immortal = launcher == "zygote" && minor >= 12;
                 assert_eq!(fields[2], if immortal { "True" } else { "False" }, "{version} {launcher}: {printed}");
                 assert!(body["result_base64"].as_str().is_some_and(|png| png.len() > 1000), "{version} {launcher}");

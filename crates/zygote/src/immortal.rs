@@ -8,9 +8,9 @@
 
 use std::ffi::{c_char, c_int, c_ulong, c_void};
 
-use libloading::os::unix::{Library, Symbol};
+use libloading::os::unix::Symbol;
 
-use crate::python::PythonError;
+use crate::python::{Python, PythonError};
 
 /// A `PyObject *`.
 type Object = *mut c_void;
@@ -25,7 +25,7 @@ const TP_TRAVERSE: c_int = 71;
 const IMMORTAL: isize = u32::MAX as isize;
 
 /// The C API the walk needs, from the loaded libpython.
-struct Api<'lib> {
+struct Api {
     import_module: Symbol<unsafe extern "C" fn(*const c_char) -> Object>,
     get_attr: Symbol<unsafe extern "C" fn(Object, *const c_char) -> Object>,
     call_no_args: Symbol<unsafe extern "C" fn(Object) -> Object>,
@@ -36,54 +36,51 @@ struct Api<'lib> {
     type_slot: Symbol<unsafe extern "C" fn(Object, c_int) -> *mut c_void>,
     dec_ref: Symbol<unsafe extern "C" fn(Object)>,
     print_error: Symbol<unsafe extern "C" fn()>,
-    _lib: std::marker::PhantomData<&'lib Library>,
 }
 
 /// Makes every object the collector tracks, and every untracked one they refer to (strings, numbers, tuples and
-/// dicts the collector skips), immortal. Returns how many objects that changed, or `None` where this does not apply
-/// (another CPython version, or a build whose object header differs, such as a free-threaded one).
+/// dicts the collector skips), immortal. Does nothing where this does not apply (another CPython version, or a build
+/// whose object header differs, such as a free-threaded one).
 ///
 /// Call with the GIL held, once preloading is done and before `gc.freeze()` (whose objects `gc.get_objects()` no
 /// longer lists).
-pub(crate) fn apply(lib: &Library) -> Result<Option<usize>, PythonError> {
-    let load_err = |source| PythonError::Load { library: "libpython".to_owned(), source };
+pub(crate) fn apply(python: &Python) -> Result<(), PythonError> {
     // SAFETY: `Py_Version` (3.11+) is a `const unsigned long`; `_Py_NoneStruct` is `None`, a `PyObject`, whose first
     // word is its reference count in builds with a GIL.
     let (version, none_count) = unsafe {
-        let version: Symbol<*const c_ulong> = lib.get(b"Py_Version\0").map_err(load_err)?;
-        let none: Symbol<*const isize> = lib.get(b"_Py_NoneStruct\0").map_err(load_err)?;
+        let version: Symbol<*const c_ulong> = python.symbol(b"Py_Version\0")?;
+        let none: Symbol<*const isize> = python.symbol(b"_Py_NoneStruct\0")?;
         (**version, **none)
     };
     let minor = (version >> 16) & 0xff;
     // `None` is immortal: its count at least `IMMORTAL` (an extension built for an older ABI may have raised it
     // further for a while). In a free-threaded build the first word is a thread id, 0 for `None`.
     if version >> 24 != 3 || !(12..=13).contains(&minor) || none_count < IMMORTAL {
-        return Ok(None);
+        return Ok(());
     }
-    // SAFETY (all `get`s): each type is the C prototype of that function in CPython's C API (import.h, abstract.h,
+    // SAFETY (all `symbol`s): each type is the C prototype of that function in CPython's C API (import.h, abstract.h,
     // listobject.h, objimpl.h, object.h, pyerrors.h).
     let api = unsafe {
         Api {
-            import_module: lib.get(b"PyImport_ImportModule\0").map_err(load_err)?,
-            get_attr: lib.get(b"PyObject_GetAttrString\0").map_err(load_err)?,
-            call_no_args: lib.get(b"PyObject_CallNoArgs\0").map_err(load_err)?,
-            list_size: lib.get(b"PyList_Size\0").map_err(load_err)?,
-            list_item: lib.get(b"PyList_GetItem\0").map_err(load_err)?,
-            is_tracked: lib.get(b"PyObject_GC_IsTracked\0").map_err(load_err)?,
-            is_gc: lib.get(b"PyObject_IS_GC\0").map_err(load_err)?,
-            type_slot: lib.get(b"PyType_GetSlot\0").map_err(load_err)?,
-            dec_ref: lib.get(b"Py_DecRef\0").map_err(load_err)?,
-            print_error: lib.get(b"PyErr_Print\0").map_err(load_err)?,
-            _lib: std::marker::PhantomData,
+            import_module: python.symbol(b"PyImport_ImportModule\0")?,
+            get_attr: python.symbol(b"PyObject_GetAttrString\0")?,
+            call_no_args: python.symbol(b"PyObject_CallNoArgs\0")?,
+            list_size: python.symbol(b"PyList_Size\0")?,
+            list_item: python.symbol(b"PyList_GetItem\0")?,
+            is_tracked: python.symbol(b"PyObject_GC_IsTracked\0")?,
+            is_gc: python.symbol(b"PyObject_IS_GC\0")?,
+            type_slot: python.symbol(b"PyType_GetSlot\0")?,
+            dec_ref: python.symbol(b"Py_DecRef\0")?,
+            print_error: python.symbol(b"PyErr_Print\0")?,
         }
     };
     // SAFETY: the interpreter is initialized and this (the only) thread holds the GIL.
     let objects = unsafe { tracked_objects(&api) }.ok_or(PythonError::Raised("gc.get_objects()"))?;
     // SAFETY: as above; `objects` is a list we own a reference to.
-    let count = unsafe { immortalize(&api, objects) };
+    unsafe { immortalize(&api, objects) };
     // SAFETY: as above; the list itself stayed mortal (it is not in its own snapshot), so this frees it.
     unsafe { (api.dec_ref)(objects) };
-    Ok(Some(count))
+    Ok(())
 }
 
 /// `gc.get_objects()`, a new reference; `None` (the error printed) if it raised.
@@ -123,9 +120,8 @@ struct Walk<'a> {
 ///
 /// # Safety
 /// The GIL is held and `objects` is a list.
-unsafe fn immortalize(api: &Api, objects: Object) -> usize {
+unsafe fn immortalize(api: &Api, objects: Object) {
     let mut walk = Walk { pending: Vec::new(), is_tracked: &api.is_tracked };
-    let mut count = 0;
     for index in 0..(api.list_size)(objects) {
         walk.pending.push((api.list_item)(objects, index));
         while let Some(object) = walk.pending.pop() {
@@ -134,7 +130,6 @@ unsafe fn immortalize(api: &Api, objects: Object) -> usize {
                 continue;
             }
             *refcount = IMMORTAL;
-            count += 1;
             // Only what the collector would traverse (as `gc.get_referents` does): static types, for one, are not
             // collected and abort in their traversal. `ob_type` follows the reference count in the header.
             if (api.is_gc)(object) == 0 {
@@ -147,7 +142,6 @@ unsafe fn immortalize(api: &Api, objects: Object) -> usize {
             }
         }
     }
-    count
 }
 
 /// The traversal's visitor: queues a referent the collector does not track (a tracked one is in the list).

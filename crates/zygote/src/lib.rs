@@ -89,7 +89,7 @@ fn run() -> Result<std::convert::Infallible, Error> {
     python.run("zygote", ZYGOTE_PY).map_err(Error::Python)?;
     let preload = serde_json::to_vec(&config.preload).map_err(Error::Config)?;
     python.run("preload", &call("preload", &preload)).map_err(Error::Python)?;
-    immortal::apply(python.library()).map_err(Error::Python)?;
+    immortal::apply(&python).map_err(Error::Python)?;
     python.run("freeze", "freeze()").map_err(Error::Python)?;
     let threads = wait_for_one_thread();
     if threads != 1 {

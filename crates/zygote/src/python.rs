@@ -45,6 +45,8 @@ pub struct Python {
     set_arena_allocator: Symbol<unsafe extern "C" fn(*mut ArenaAllocator)>,
     /// Kept loaded for the life of the process (the symbols above point into it).
     library: Library,
+    /// Its path, for errors.
+    name: String,
 }
 
 impl Python {
@@ -52,24 +54,34 @@ impl Python {
     /// Python imports later find the C API in it.
     pub fn load(library: &Path) -> Result<Python, PythonError> {
         let name = library.display().to_string();
-        let load_err = |source| PythonError::Load { library: name.clone(), source };
         // SAFETY: loading libpython runs its ELF constructors, which only set up static data; nothing else in
         // this process uses Python yet.
-        let lib = unsafe { Library::open(Some(library), RTLD_NOW | RTLD_GLOBAL) }.map_err(load_err)?;
-        // SAFETY (all `get`s): each type is the C prototype of that function in CPython's stable C API
+        let lib = unsafe { Library::open(Some(library), RTLD_NOW | RTLD_GLOBAL) }
+            .map_err(|source| PythonError::Load { library: name.clone(), source })?;
+        // SAFETY (all `symbol`s): each type is the C prototype of that function in CPython's stable C API
         // (Python.h: pylifecycle.h, pythonrun.h, intrcheck.h, fileutils.h).
         unsafe {
             Ok(Python {
-                before_fork: lib.get(b"PyOS_BeforeFork\0").map_err(load_err)?,
-                after_fork_child: lib.get(b"PyOS_AfterFork_Child\0").map_err(load_err)?,
-                run_simple_string: lib.get(b"PyRun_SimpleString\0").map_err(load_err)?,
-                set_program_name: lib.get(b"Py_SetProgramName\0").map_err(load_err)?,
-                decode_locale: lib.get(b"Py_DecodeLocale\0").map_err(load_err)?,
-                initialize_ex: lib.get(b"Py_InitializeEx\0").map_err(load_err)?,
-                set_arena_allocator: lib.get(b"PyObject_SetArenaAllocator\0").map_err(load_err)?,
+                before_fork: symbol(&lib, &name, b"PyOS_BeforeFork\0")?,
+                after_fork_child: symbol(&lib, &name, b"PyOS_AfterFork_Child\0")?,
+                run_simple_string: symbol(&lib, &name, b"PyRun_SimpleString\0")?,
+                set_program_name: symbol(&lib, &name, b"Py_SetProgramName\0")?,
+                decode_locale: symbol(&lib, &name, b"Py_DecodeLocale\0")?,
+                initialize_ex: symbol(&lib, &name, b"Py_InitializeEx\0")?,
+                set_arena_allocator: symbol(&lib, &name, b"PyObject_SetArenaAllocator\0")?,
                 library: lib,
+                name,
             })
         }
+    }
+
+    /// Another symbol of the loaded libpython (`name` NUL-terminated), for the C API calls of `immortal`.
+    ///
+    /// # Safety
+    /// `T` is the C type of that symbol (a function's prototype, or a pointer to a variable of its type).
+    pub(crate) unsafe fn symbol<T>(&self, name: &[u8]) -> Result<Symbol<T>, PythonError> {
+        // SAFETY: as the caller promises.
+        unsafe { symbol(&self.library, &self.name, name) }
     }
 
     /// Starts the interpreter as if it were `program` (a venv's `bin/python`: `sys.prefix` becomes the venv),
@@ -99,11 +111,6 @@ impl Python {
         }
     }
 
-    /// The loaded library, for the C API calls of `immortal`.
-    pub(crate) fn library(&self) -> &Library {
-        &self.library
-    }
-
     /// `PyObject_SetArenaAllocator`: pymalloc takes its arenas from `allocator` from now on (CPython copies it).
     pub(crate) fn set_arena_allocator(&self, mut allocator: ArenaAllocator) {
         // SAFETY: the interpreter is initialized and this (the only) thread holds the GIL; the allocator's functions
@@ -125,4 +132,13 @@ impl Python {
         // inside Python (see `Kernel`'s fork hooks), with nothing run in between.
         unsafe { (self.after_fork_child)() }
     }
+}
+
+/// `name` (NUL-terminated) in `lib`, the library at `library`.
+///
+/// # Safety
+/// `T` is the C type of that symbol.
+unsafe fn symbol<T>(lib: &Library, library: &str, name: &[u8]) -> Result<Symbol<T>, PythonError> {
+    // SAFETY: as the caller promises.
+    unsafe { lib.get(name) }.map_err(|source| PythonError::Load { library: library.to_owned(), source })
 }
